@@ -1,0 +1,1 @@
+"""The `wvm` command line (see wvm_ros.cli.main)."""

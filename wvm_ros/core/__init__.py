@@ -1,0 +1,1 @@
+"""ROS-free core of wvm_ros: importable without rclpy (training boxes, CI, notebooks)."""
