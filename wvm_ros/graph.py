@@ -1,0 +1,181 @@
+"""The ONE description of the wvm_ros node graph.
+
+Both `launch/bringup.launch.py` (launch_ros `Node` actions, where ROS 2 launch exists) and
+`wvm up` / `wvm demo` (`wvm_ros.runner`, plain processes) call `build_graph()` and start
+exactly the nodes it returns, with the same parameters and remappings. Nothing else lists
+nodes, so the two cannot drift (tests/test_launch.py checks the launch file against it).
+
+    specs = build_graph(mode="sim", checkpoint="", task="push the T", record=True,
+                        params_file="config/wvm.yaml", output_dir="runs/x")
+    for s in specs: print(s.name, s.executable, s.ros_args())
+
+Launch arguments arrive as strings ("true", "false", ""); `build_graph` accepts those too.
+ROS-free (no rclpy import).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+PACKAGE = "wvm_ros"
+MODES = ("sim", "camera")
+
+# node name -> (console script / launch_ros executable, python module)
+NODES: dict[str, tuple[str, str]] = {
+    "sim_robot": ("sim_robot_node", "wvm_ros.nodes.sim_robot_node"),
+    "camera": ("camera_node", "wvm_ros.nodes.camera_node"),
+    "wvm_value": ("value_node", "wvm_ros.nodes.value_node"),
+    "wvm_policy": ("policy_node", "wvm_ros.nodes.policy_node"),
+    "wvm_logger": ("data_logger_node", "wvm_ros.nodes.data_logger_node"),
+}
+
+# launch argument -> (default, description); the launch file declares exactly these.
+LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
+    "mode": ("sim", "sim: PushT simulator stands in for robot + camera; camera: a real camera node"),
+    "checkpoint": ("", "WVM checkpoint (.safetensors file or folder); empty: the shipped models/wvm-tiny-pusht"),
+    "task": ("", "task instruction; empty: the value in the params file"),
+    "record": ("true", "run the data logger (valued rosbags)"),
+    "params_file": ("", "parameter YAML; empty: the package's config/wvm.yaml"),
+    "output_dir": ("", "where the logger writes bags; empty: the params file's value"),
+    "preset": ("", "model preset override (tiny, ..., paper); empty: params file"),
+    "device": ("", "inference device override (cpu, cuda, cuda:0); empty: params file"),
+}
+
+
+class GraphError(ValueError):
+    """Bad launch arguments (unknown mode, missing params file...)."""
+
+
+@dataclass
+class NodeSpec:
+    """One node process: what launch_ros.actions.Node and the runner both need."""
+    name: str
+    executable: str
+    module: str
+    package: str = PACKAGE
+    parameters: dict[str, Any] = field(default_factory=dict)  # overrides, applied after params_files
+    params_files: list[str] = field(default_factory=list)
+    remappings: list[tuple[str, str]] = field(default_factory=list)
+
+    def ros_args(self) -> list[str]:
+        """The `--ros-args ...` part of the command line (same meaning as launch_ros's)."""
+        args = ["--ros-args", "-r", f"__node:={self.name}"]
+        for f in self.params_files:
+            args += ["--params-file", str(f)]
+        for k, v in self.parameters.items():
+            args += ["-p", f"{k}:={format_param(v)}"]
+        for a, b in self.remappings:
+            args += ["-r", f"{a}:={b}"]
+        return args
+
+    def argv(self, python: str | None = None) -> list[str]:
+        """Command that runs the node as its own process (`python -m module`, as the console script)."""
+        return [python or sys.executable, "-m", self.module, *self.ros_args()]
+
+
+def format_param(value: Any) -> str:
+    """A parameter value as rcl parses it after `-p name:=` (YAML; JSON is valid YAML)."""
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))
+    if isinstance(value, (bool, int, float, str)):
+        return json.dumps(value)
+    raise GraphError(f"parameter value {value!r} of type {type(value).__name__} cannot be passed; "
+                     "expected bool, int, float, str or a list of them")
+
+
+def parse_bool(value: Any, name: str = "value") -> bool:
+    if isinstance(value, bool):
+        return value
+    s = str(value).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off"):
+        return False
+    raise GraphError(f"launch argument {name}={value!r}: expected true or false")
+
+
+def source_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def share_dir() -> Path | None:
+    """The installed package share dir (colcon install), if ament_index knows the package."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    except ImportError:
+        return None
+    try:
+        return Path(get_package_share_directory(PACKAGE))
+    except (PackageNotFoundError, LookupError, ValueError):
+        return None
+
+
+def find_data(rel: str) -> Path | None:
+    """A shipped file/folder (config/..., models/...): the source tree first, then the share dir."""
+    for base in (source_root(), share_dir()):
+        if base is not None and (base / rel).exists():
+            return base / rel
+    return None
+
+
+def default_params_file() -> Path:
+    p = find_data("config/wvm.yaml")
+    if p is None:
+        raise GraphError("config/wvm.yaml not found in the source tree or the wvm_ros share directory")
+    return p
+
+
+def build_graph(mode: str = "sim", checkpoint: str = "", task: str = "", record: Any = True,
+                params_file: str | os.PathLike | None = "", output_dir: str | os.PathLike | None = "",
+                preset: str = "", device: str = "",
+                overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                remappings: Mapping[str, list[tuple[str, str]]] | None = None) -> list[NodeSpec]:
+    """Node specs of the graph for these launch arguments.
+
+    mode "sim": sim_robot (PushT stands in for robot and camera), value, policy, logger.
+    mode "camera": camera node instead of the simulator; same value, policy, logger.
+    record false: no logger. Empty strings keep the params file's values.
+    `overrides` (node name -> parameters) and `remappings` (node name -> [(from, to)]) are
+    for tools such as `wvm demo`; the launch file does not use them.
+    """
+    mode = (mode or "sim").strip().lower()
+    if mode not in MODES:
+        raise GraphError(f"launch argument mode={mode!r}: expected one of {', '.join(MODES)}")
+    record = parse_bool(record, "record")
+    pf = Path(params_file) if params_file else default_params_file()
+    if not pf.is_file():
+        raise GraphError(f"params file {pf} does not exist; expected a ROS 2 parameter YAML "
+                         "(node_name: ros__parameters: ...)")
+    pf = pf.resolve()
+
+    names = ["sim_robot" if mode == "sim" else "camera", "wvm_value", "wvm_policy"]
+    if record:
+        names.append("wvm_logger")
+
+    params: dict[str, dict[str, Any]] = {n: {} for n in names}
+    if checkpoint:
+        params["wvm_value"]["checkpoint"] = str(checkpoint)
+    if preset:
+        params["wvm_value"]["preset"] = str(preset)
+    if device:
+        params["wvm_value"]["device"] = str(device)
+    if task:
+        params["wvm_value"]["task"] = str(task)
+        params["wvm_policy"]["task"] = str(task)
+    if output_dir and record:
+        params["wvm_logger"]["output_dir"] = str(output_dir)
+    for n, extra in (overrides or {}).items():
+        if n not in params:
+            continue  # node not part of this graph (e.g. logger with record off)
+        params[n].update(extra)
+
+    specs = []
+    for n in names:
+        exe, module = NODES[n]
+        specs.append(NodeSpec(name=n, executable=exe, module=module, parameters=params[n],
+                              params_files=[str(pf)], remappings=list((remappings or {}).get(n, []))))
+    return specs
