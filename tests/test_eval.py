@@ -1,0 +1,94 @@
+"""The value benchmark: evaluate() and the report on synthetic episodes (fast, no model files)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wvm_ros.core import evaluation as E
+from wvm_ros.core.baselines import SingleFrameConfig, SingleFrameRegressor
+
+
+def _gt(T, m, n, kind):
+    x = n - m
+    if kind == "hesitation":
+        vm = vn = m / (T - 1 - x)
+    else:
+        vm, vn = m / (T - 2 * x), max(0.0, (m - x) / (T - 2 * x))
+    return np.interp(np.arange(T), [0, m, n, T - 1], [0.0, vm, vn, 1.0])
+
+
+def synthetic_episodes(T=20, size=16, task="push the T"):
+    eps = []
+    for i, kind in enumerate(["expert", "hesitation", "retry", "expert"]):
+        if kind == "expert":
+            gt, hes, ret = np.arange(T) / (T - 1), [], []
+        else:
+            gt = _gt(T, 6, 11, kind)
+            hes, ret = ([(6, 11)], []) if kind == "hesitation" else ([], [(6, 11)])
+        frames = np.zeros((T, size, size, 3), np.uint8)
+        for t in range(T):  # a bar whose length shows progress
+            frames[t, :, : int(round(size * gt[t]))] = 255
+        eps.append(E.EvalEpisode(i, task if i < 3 else "other task", kind, frames, np.arange(T) / 10.0, gt, hes, ret))
+    return eps
+
+
+def oracle_method():
+    return E.Method("oracle", lambda ep: ep.gt.copy(), {"kind": "ground truth"})
+
+
+def test_evaluate_scores_clock_and_oracle(tmp_path):
+    eps = synthetic_episodes()
+    rep = E.evaluate(eps, [oracle_method(), E.clock_method()], progress=False)
+    clock = rep.results["blind_clock"].aggregate.overall
+    oracle = rep.results["oracle"].aggregate.overall
+    assert clock["expert_voc"] == pytest.approx(1.0)
+    assert clock["retry_voc"] == pytest.approx(-1.0)
+    assert clock["hesitation_rmse"] > 0.05
+    assert oracle["retry_voc"] == pytest.approx(1.0) and oracle["hesitation_rmse"] == pytest.approx(0.0)
+    js = E.write_report(rep, tmp_path / "out", primary="oracle")
+    on_disk = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(js))
+    for k in ("expert_voc", "retry_voc", "hesitation_rmse"):
+        assert k in on_disk
+    assert on_disk["retry_voc"] == pytest.approx(1.0)
+    assert on_disk["baselines"]["blind_clock"]["retry_voc"] == pytest.approx(-1.0)
+    assert on_disk["beats_blind_clock"]["oracle"] == {"retry_voc": True, "hesitation_rmse": True}
+    assert set(on_disk["per_task"]) == {"push the T", "other task"}
+    assert on_disk["dataset"]["episodes_by_kind"] == {"expert": 2, "hesitation": 1, "retry": 1}
+    assert len(on_disk["episodes"]) == 4
+    md = (tmp_path / "out" / "metrics.md").read_text()
+    assert "| blind clock | 1.000 | -1.000 |" in md and "## Per task" in md
+    pngs = sorted(p.name for p in (tmp_path / "out" / "plots").glob("*.png"))
+    assert "summary.png" in pngs and "episode_0002_retry.png" in pngs and len(pngs) == 5
+    assert all((tmp_path / "out" / "plots" / n).stat().st_size > 1000 for n in pngs)
+
+
+def test_single_frame_method_and_nan_warmup():
+    torch.manual_seed(0)
+    eps = synthetic_episodes()
+    sf = E.single_frame_method(SingleFrameRegressor(SingleFrameConfig(image_size=(16, 16), channels=(4,), hidden=4)))
+
+    def warm(ep):  # a method that has no estimate for its first 5 frames
+        p = ep.gt.copy()
+        p[:5] = np.nan
+        return p
+
+    rep = E.evaluate(eps, [sf, E.Method("warm", warm)], progress=False)
+    s = rep.results["warm"].summary()
+    assert s["frames_scored"] == s["frames_total"] - 5 * len(eps)
+    assert s["retry_voc"] == pytest.approx(1.0)
+    assert rep.results["single_frame"].summary()["info"]["num_parameters"] > 0
+
+
+def test_evaluate_bad_input():
+    with pytest.raises(E.DatasetError, match="no episodes"):
+        E.evaluate([], [E.clock_method()], progress=False)
+    eps = synthetic_episodes()
+    with pytest.raises(RuntimeError, match="predictions"):
+        E.evaluate(eps, [E.Method("short", lambda ep: np.zeros(3))], progress=False)
+    with pytest.raises(E.DatasetError, match="ground-truth"):
+        E.EvalEpisode(0, "t", "expert", np.zeros((3, 4, 4, 3), np.uint8), np.arange(3), np.zeros(2))

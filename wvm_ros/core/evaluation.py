@@ -1,0 +1,373 @@
+"""The value benchmark behind `wvm eval` (ROS-free).
+
+Runs every method on the same episodes and scores it with `wvm_ros.core.metrics`:
+
+* `wvm`: the WVM checkpoint under test, run through the same `StreamingValueEstimator`
+  the value node uses (frames pushed one by one with their dataset timestamps), so the
+  numbers reflect live use. Frames before its first estimate (warm-up) are not scored.
+* `wvm_no_video`: the WVM trained without the video loss (`wvm train --lambda 0`), same path.
+* `single_frame`: the single-frame progress regressor (`wvm_ros.core.baselines`), no
+  temporal context: the stand-in for a static-image VLM.
+* `blind_clock`: progress = i / (T - 1), never looking at an image (WVM_NOTES.md requires it
+  beside every model in the same run).
+
+Episodes come from a local LeRobot v3 dataset written by `wvm sim-collect` (see
+`load_lerobot_episodes` for the columns it reads). Outputs (`write_report`): `metrics.json`,
+`metrics.md` and PNG plots of predicted vs ground-truth curves.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from wvm_ros.core import metrics as M
+
+__all__ = [
+    "EvalEpisode",
+    "DatasetError",
+    "Method",
+    "MethodResult",
+    "EvalReport",
+    "load_lerobot_episodes",
+    "clock_method",
+    "single_frame_method",
+    "streaming_method",
+    "evaluate",
+    "write_report",
+    "METHOD_LABELS",
+]
+
+METHOD_LABELS = {
+    "wvm": "WVM",
+    "wvm_no_video": "WVM without video loss",
+    "single_frame": "single-frame regressor",
+    "blind_clock": "blind clock",
+}
+KINDS = ("expert", "hesitation", "retry")
+
+
+class DatasetError(ValueError):
+    """An evaluation dataset that is missing or lacks what the benchmark needs."""
+
+
+@dataclass
+class EvalEpisode:
+    """One attempt with its per-frame ground truth and labelled non-progress segments."""
+
+    episode_index: int
+    task: str
+    kind: str  # "expert" | "hesitation" | "retry" (other kinds are scored with VOC only)
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
+    timestamps: np.ndarray  # (T,) seconds from the start of the episode
+    gt: np.ndarray  # (T,) ground-truth progress (the paper's piecewise-linear curve)
+    hesitation_segments: list[tuple[int, int]] = field(default_factory=list)  # inclusive frame ranges
+    retry_segments: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self):
+        T = len(self.frames)
+        self.gt = np.asarray(self.gt, dtype=np.float64)
+        self.timestamps = np.asarray(self.timestamps, dtype=np.float64)
+        if self.frames.ndim != 4 or self.frames.shape[-1] != 3:
+            raise DatasetError(f"episode {self.episode_index}: frames must be (T, H, W, 3) RGB, got {self.frames.shape}")
+        if len(self.gt) != T or len(self.timestamps) != T:
+            raise DatasetError(f"episode {self.episode_index}: {T} frames but {len(self.gt)} ground-truth values "
+                               f"and {len(self.timestamps)} timestamps")
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+
+# A method maps an episode to per-frame predictions (NaN = no estimate for that frame).
+Predictor = Callable[[EvalEpisode], np.ndarray]
+
+
+@dataclass
+class Method:
+    name: str
+    predict: Predictor
+    info: dict = field(default_factory=dict)  # checkpoint path / id, parameter count, ...
+
+    @property
+    def label(self) -> str:
+        return METHOD_LABELS.get(self.name, self.name)
+
+
+def clock_method() -> Method:
+    return Method("blind_clock", lambda ep: M.blind_clock(ep.num_frames), {"kind": "progress = i / (T - 1)"})
+
+
+def single_frame_method(model, name: str = "single_frame", info: dict | None = None) -> Method:
+    """Each frame scored on its own by a `SingleFrameRegressor`."""
+    base = {"checkpoint_id": getattr(model, "checkpoint_id", "?"),
+            "num_parameters": int(sum(p.numel() for p in model.parameters()))}
+    return Method(name, lambda ep: model.predict(ep.frames).astype(np.float64), {**base, **(info or {})})
+
+
+def streaming_method(model, name: str = "wvm", info: dict | None = None) -> Method:
+    """Run a WVM through `StreamingValueEstimator`, exactly as the value node does.
+
+    Every frame is pushed with its dataset timestamp; a frame's prediction is the estimate
+    returned by that push (or the latest estimate if the push returned none after warm-up);
+    frames before the first estimate are NaN (not scored).
+    """
+    from wvm_ros.core.streaming import StreamingValueEstimator
+
+    est_holder: dict = {}
+
+    def predict(ep: EvalEpisode) -> np.ndarray:
+        est = est_holder.get("est")
+        if est is None:
+            est = est_holder["est"] = StreamingValueEstimator(model, ep.task)
+        elif est_holder.get("task") != ep.task:
+            est.set_task(ep.task)
+        est_holder["task"] = ep.task
+        est.reset()
+        out = np.full(ep.num_frames, np.nan)
+        last = math.nan
+        for i in range(ep.num_frames):
+            r = est.push(ep.frames[i], float(ep.timestamps[i]))
+            if r is not None and getattr(r, "valid", True):
+                last = float(r.progress)
+            out[i] = last
+        return out
+
+    base = {"checkpoint_id": getattr(model, "checkpoint_id", "?"), "preset": getattr(model, "name", "?")}
+    try:
+        base["num_parameters"] = int(sum(p.numel() for p in model.parameters()))
+    except Exception:
+        pass
+    return Method(name, predict, {**base, **(info or {})})
+
+
+@dataclass
+class MethodResult:
+    method: Method
+    scores: list[M.EpisodeScore]
+    aggregate: M.Aggregate
+    predictions: dict[int, np.ndarray]
+    seconds: float
+
+    def summary(self) -> dict:
+        return {
+            "label": self.method.label,
+            **{k: _num(self.aggregate.overall.get(k)) for k in M.METRIC_KEYS},
+            "voc": _num(self.aggregate.overall.get("voc")),
+            "per_task": {t: {k: _num(v) for k, v in m.items()} for t, m in self.aggregate.per_task.items()},
+            "episodes_scored": {t: c for t, c in self.aggregate.counts.items()},
+            "frames_scored": int(sum(s.frames_scored for s in self.scores)),
+            "frames_total": int(sum(s.num_frames for s in self.scores)),
+            "seconds": round(self.seconds, 2),
+            "info": self.method.info,
+        }
+
+
+@dataclass
+class EvalReport:
+    episodes: list[EvalEpisode]
+    results: dict[str, MethodResult]  # name -> result, in run order
+    dataset: dict = field(default_factory=dict)
+
+    def to_json(self, primary: str = "wvm") -> dict:
+        primary = primary if primary in self.results else next(iter(self.results))
+        main = self.results[primary].summary()
+        clock = self.results.get("blind_clock")
+        out: dict = {k: main[k] for k in M.METRIC_KEYS}
+        out["model"] = {"name": primary, **main}
+        out["baselines"] = {n: r.summary() for n, r in self.results.items() if n != primary}
+        tasks = sorted({e.task for e in self.episodes})
+        out["per_task"] = {t: {n: r.summary()["per_task"].get(t, {}) for n, r in self.results.items()} for t in tasks}
+        if clock is not None:
+            c = clock.summary()
+            out["beats_blind_clock"] = {
+                n: {"retry_voc": _better(r.summary()["retry_voc"], c["retry_voc"], higher=True),
+                    "hesitation_rmse": _better(r.summary()["hesitation_rmse"], c["hesitation_rmse"], higher=False)}
+                for n, r in self.results.items() if n != "blind_clock"
+            }
+        out["dataset"] = {
+            **self.dataset,
+            "num_episodes": len(self.episodes),
+            "episodes_by_kind": {k: sum(e.kind == k for e in self.episodes) for k in sorted({e.kind for e in self.episodes})},
+            "num_frames": int(sum(e.num_frames for e in self.episodes)),
+            "tasks": tasks,
+        }
+        out["definitions"] = ("VOC: Spearman(pred, time order), constant -> 0; Retry-VOC: Spearman(pred, gt) over "
+                              "windows where gt decreases, mean per episode; Hesitation-RMSE: RMSE over hesitation "
+                              "frames; per-episode -> mean per task -> mean over tasks (docs/evaluation.md)")
+        out["episodes"] = [
+            {"episode_index": e.episode_index, "task": e.task, "kind": e.kind, "num_frames": e.num_frames,
+             **{n: {k: v for k, v in r.scores[i].as_dict().items() if k in M.METRIC_KEYS + ("voc", "frames_scored")}
+                for n, r in self.results.items()}}
+            for i, e in enumerate(self.episodes)
+        ]
+        return out
+
+
+def _num(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 4)
+
+
+def _better(a, b, higher: bool):
+    if a is None or b is None:
+        return None
+    return bool(a > b) if higher else bool(a < b)
+
+
+def evaluate(episodes: Sequence[EvalEpisode], methods: Iterable[Method], progress: bool = True) -> EvalReport:
+    """Run every method on every episode and score it."""
+    from tqdm.auto import tqdm
+
+    if not episodes:
+        raise DatasetError("no episodes to evaluate")
+    methods = list(methods)
+    results: dict[str, MethodResult] = {}
+    total = len(episodes) * len(methods)
+    with tqdm(total=total, desc="wvm eval", unit="episode", disable=not progress) as bar:
+        for m in methods:
+            if m.name in results:
+                raise ValueError(f"method name {m.name!r} given twice")
+            t0 = time.perf_counter()
+            scores, preds = [], {}
+            for ep in episodes:
+                bar.set_postfix(method=m.name, episode=ep.episode_index)
+                p = np.asarray(m.predict(ep), dtype=np.float64)
+                if p.shape != (ep.num_frames,):
+                    raise RuntimeError(f"method {m.name}: episode {ep.episode_index}: {p.shape} predictions "
+                                       f"for {ep.num_frames} frames")
+                preds[ep.episode_index] = p
+                scores.append(M.score_episode(p, ep.gt, ep.kind, ep.hesitation_segments,
+                                              episode_index=ep.episode_index, task=ep.task))
+                bar.update(1)
+            results[m.name] = MethodResult(m, scores, M.aggregate(scores), preds, time.perf_counter() - t0)
+    return EvalReport(list(episodes), results)
+
+
+# --------------------------------------------------------------------------------------
+# report writing
+
+def _fmt(v, digits=3):
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def markdown_table(report_json: dict) -> str:
+    rows = [("wvm" if report_json["model"]["name"] == "wvm" else report_json["model"]["name"], report_json["model"])]
+    rows += list(report_json["baselines"].items())
+    lines = [
+        "| method | Expert-VOC (higher better) | Retry-VOC (higher better) | Hesitation-RMSE (lower better) | checkpoint |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in rows:
+        info = s.get("info", {})
+        ck = info.get("checkpoint") or info.get("kind") or ""
+        cid = info.get("checkpoint_id")
+        ck = f"`{ck}`" + (f" ({cid})" if cid else "") if ck else ""
+        lines.append(f"| {s['label']} | {_fmt(s['expert_voc'])} | {_fmt(s['retry_voc'])} | "
+                     f"{_fmt(s['hesitation_rmse'])} | {ck} |")
+    return "\n".join(lines)
+
+
+def render_markdown(report_json: dict) -> str:
+    d = report_json["dataset"]
+    kinds = ", ".join(f"{n} {k}" for k, n in d["episodes_by_kind"].items())
+    parts = [
+        "# Value benchmark",
+        "",
+        f"Dataset: `{d.get('root', '?')}`: {d['num_episodes']} episodes ({kinds}), {d['num_frames']} frames, "
+        f"tasks: {', '.join(d['tasks'])}.",
+        "",
+        markdown_table(report_json),
+        "",
+    ]
+    beats = report_json.get("beats_blind_clock")
+    if beats:
+        parts.append("Beats the blind clock (a model counts as good only where it beats the clock on both):")
+        parts.append("")
+        for n, b in beats.items():
+            parts.append(f"- {METHOD_LABELS.get(n, n)}: Retry-VOC {b['retry_voc']}, Hesitation-RMSE {b['hesitation_rmse']}")
+        parts.append("")
+    if len(d["tasks"]) > 1:
+        parts += ["## Per task", "", "| task | method | Expert-VOC | Retry-VOC | Hesitation-RMSE |", "|---|---|---|---|---|"]
+        for t, by_m in report_json["per_task"].items():
+            for n, m in by_m.items():
+                parts.append(f"| {t} | {METHOD_LABELS.get(n, n)} | {_fmt(m.get('expert_voc'))} | "
+                             f"{_fmt(m.get('retry_voc'))} | {_fmt(m.get('hesitation_rmse'))} |")
+        parts.append("")
+    parts.append("Metric definitions: docs/evaluation.md. Per-episode scores: metrics.json.")
+    return "\n".join(parts) + "\n"
+
+
+def _pick_episodes(episodes: Sequence[EvalEpisode], per_kind: int) -> list[EvalEpisode]:
+    chosen, seen = [], {}
+    for e in episodes:
+        if seen.get(e.kind, 0) < per_kind:
+            chosen.append(e)
+            seen[e.kind] = seen.get(e.kind, 0) + 1
+    return chosen
+
+
+def write_plots(report: EvalReport, out_dir: Path, per_kind: int = 2) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    styles = {"wvm": ("tab:blue", "-"), "wvm_no_video": ("tab:purple", "-"),
+              "single_frame": ("tab:orange", "-"), "blind_clock": ("tab:gray", ":")}
+    for ep in _pick_episodes(report.episodes, per_kind):
+        fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+        x = ep.timestamps if np.all(np.diff(ep.timestamps) > 0) else np.arange(ep.num_frames)
+        for a, b in ep.hesitation_segments:
+            ax.axvspan(x[a], x[b], color="gold", alpha=0.25, lw=0, label="hesitation")
+        for a, b in ep.retry_segments:
+            ax.axvspan(x[a], x[b], color="tomato", alpha=0.2, lw=0, label="retry")
+        ax.plot(x, ep.gt, color="black", lw=2, label="ground truth")
+        for n, r in report.results.items():
+            c, ls = styles.get(n, (None, "-"))
+            ax.plot(x, r.predictions[ep.episode_index], color=c, ls=ls, lw=1.4, label=r.method.label)
+        handles, labels = ax.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles))
+        ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper left")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("time (s)" if x is ep.timestamps else "frame")
+        ax.set_ylabel("progress")
+        ax.set_title(f"episode {ep.episode_index} ({ep.kind}): {ep.task[:60]}", fontsize=9)
+        fig.tight_layout()
+        p = out_dir / f"episode_{ep.episode_index:04d}_{ep.kind}.png"
+        fig.savefig(p)
+        plt.close(fig)
+        paths.append(p)
+    # summary bars
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), dpi=100)
+    names = list(report.results)
+    for ax, key, title in zip(axes, M.METRIC_KEYS, ("Expert-VOC", "Retry-VOC", "Hesitation-RMSE")):
+        vals = [report.results[n].aggregate.overall.get(key, math.nan) for n in names]
+        ax.bar(range(len(names)), [0 if math.isnan(v) else v for v in vals],
+               color=[styles.get(n, ("tab:green",))[0] for n in names])
+        ax.set_xticks(range(len(names)), [METHOD_LABELS.get(n, n) for n in names], rotation=30, ha="right", fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.axhline(0, color="black", lw=0.5)
+    fig.tight_layout()
+    p = out_dir / "summary.png"
+    fig.savefig(p)
+    plt.close(fig)
+    paths.append(p)
+    return paths
+
+
+def write_report(report: EvalReport, out_dir: str | Path, primary: str = "wvm", plots_per_kind: int = 2) -> dict:
+    """Write metrics.json, metrics.md and plots/*.png into out_dir; return the JSON dict."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js = report.to_json(primary)
+    (out_dir / "metrics.json").write_text(json.dumps(js, indent=2) + "\n")
+    (out_dir / "metrics.md").write_text(render_markdown(js))
+    write_plots(report, out_dir / "plots", per_kind=plots_per_kind)
+    return js
