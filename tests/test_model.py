@@ -1,0 +1,159 @@
+"""WVM model: attention mask, RoPE equivalence, save/load, checkpoint errors, presets."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from wvm_ros.core.model import (
+    ModelLoadError, build_model, load_value_model, preset_config, save_checkpoint,
+)
+from wvm_ros.core.model.wvm import _rope_real, value_rope_angles, video_rope_angles
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return build_model(preset_config("tiny", num_layers=2), "cpu").eval()
+
+
+def _text(model, b=1):
+    torch.manual_seed(1)
+    return torch.randn(b, 1, model.config.text_dim)
+
+
+def test_video_tokens_never_see_value_tokens(tiny):
+    c = tiny.config
+    torch.manual_seed(0)
+    lat = torch.randn(2, c.latent_channels, c.clip_frames, *c.latent_shape[1:])
+    sig = torch.zeros(2, c.clip_frames)
+    sig[:, c.window_frames:] = 0.7
+    text = _text(tiny, 2)
+    tok_sigma = torch.cat([torch.zeros(2, 1), torch.full((2, c.h), 0.5)], 1)
+    with torch.no_grad():
+        v1, a1 = tiny.joint_forward(lat, sig, c.window_frames, torch.randn(2, 1 + c.h), tok_sigma, text)
+        v2, a2 = tiny.joint_forward(lat, sig, c.window_frames, torch.randn(2, 1 + c.h) * 5, tok_sigma, text)
+    assert torch.equal(v1, v2), "video outputs changed when only the value tokens changed"
+    assert not torch.allclose(a1, a2), "value outputs must depend on the value tokens"
+
+
+def test_clean_video_and_value_do_not_see_future_frames(tiny):
+    c = tiny.config
+    torch.manual_seed(0)
+    lat = torch.randn(1, c.latent_channels, c.clip_frames, *c.latent_shape[1:])
+    lat2 = lat.clone()
+    lat2[:, :, c.window_frames:] = torch.randn_like(lat2[:, :, c.window_frames:])
+    sig = torch.zeros(1, c.clip_frames)
+    y = torch.randn(1, 1 + c.h)
+    ts = torch.zeros(1, 1 + c.h)
+    with torch.no_grad():
+        v1, a1 = tiny.joint_forward(lat, sig, c.window_frames, y, ts, _text(tiny))
+        v2, a2 = tiny.joint_forward(lat2, sig, c.window_frames, y, ts, _text(tiny))
+    assert torch.allclose(a1, a2, atol=1e-5)
+    assert torch.allclose(v1[:, :, : c.window_frames], v2[:, :, : c.window_frames], atol=1e-5)
+    # and the value stream does read the current frames
+    lat3 = lat.clone()
+    lat3[:, :, 1] += 3.0
+    with torch.no_grad():
+        _, a3 = tiny.joint_forward(lat3, sig, c.window_frames, y, ts, _text(tiny))
+    assert not torch.allclose(a1, a3)
+
+
+def test_kv_cache_path_equals_joint_forward(tiny):
+    """predict_chunk (video-KV-cache path) gives the one-Euler-step result of the joint forward."""
+    c = tiny.config
+    torch.manual_seed(3)
+    win = torch.randn(2, c.window_frames, *c.latent_shape)
+    prefix = torch.tensor([0.2, 0.6])
+    text = _text(tiny, 2)
+    with torch.no_grad():
+        chunk = tiny.predict_chunk(win, prefix, text)
+        y = torch.cat([(2 * prefix - 1)[:, None], torch.zeros(2, c.h)], 1)
+        ts = torch.cat([torch.zeros(2, 1), torch.ones(2, c.h)], 1)
+        _, vel = tiny.joint_forward(win.permute(0, 2, 1, 3, 4), torch.zeros(2, c.window_frames),
+                                    c.window_frames, y, ts, text)
+    ref = ((-vel[:, 1:] + 1) / 2).clamp(0, 1)
+    assert chunk.shape == (2, c.h)
+    assert torch.allclose(chunk, ref, atol=1e-5)
+
+
+def test_real_rope_matches_lerobot_complex_rope():
+    from lerobot.policies.fastwam.wan.model import rope_apply, rope_params
+    from lerobot.policies.fastwam.wan.video_dit import apply_dense_rope
+
+    n, d, f, h, w = 2, 32, 3, 2, 2
+    x = torch.randn(1, f * h * w, n * d)
+    freqs = torch.cat([rope_params(1024, d - 4 * (d // 6)), rope_params(1024, 2 * (d // 6)),
+                       rope_params(1024, 2 * (d // 6))], dim=1)
+    ref = rope_apply(x.view(1, -1, n, d), torch.tensor([[f, h, w]]), freqs).flatten(2)
+    ang = video_rope_angles(d, f, h, w)
+    assert torch.allclose(_rope_real(x, ang.cos().float(), ang.sin().float(), n), ref.float(), atol=1e-5)
+    xs = torch.randn(1, 5, n * d)
+    ref2 = apply_dense_rope(xs, rope_params(1024, d)[:5].view(5, 1, -1), n)
+    ang2 = value_rope_angles(d, 5)
+    assert torch.allclose(_rope_real(xs, ang2.cos().float(), ang2.sin().float(), n), ref2, atol=1e-5)
+
+
+def test_save_load_round_trip_identical(tmp_path):
+    m = load_value_model(None, "tiny")
+    assert m.untrained and m.checkpoint_id == "UNTRAINED" and m.name == "tiny"
+    ck = tmp_path / "ck"
+    cid = save_checkpoint(m, ck)
+    m2 = load_value_model(str(ck), "tiny")
+    assert not m2.untrained and m2.checkpoint_id == cid and len(cid) == 12
+    frames = np.random.default_rng(0).integers(0, 255, (5, 70, 90, 3), dtype=np.uint8)
+    text = torch.randn(1, 1, 384)
+    with torch.no_grad():
+        out1 = m.predict_chunk(m.encode_frames(frames)[None], torch.tensor([0.3]), text)
+        out2 = m2.predict_chunk(m2.encode_frames(frames)[None], torch.tensor([0.3]), text)
+    assert torch.equal(out1, out2)
+    # preset None takes the checkpoint's own
+    assert load_value_model(ck, None).name == "tiny"
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"does not exist.*preset 'tiny'"):
+        load_value_model(tmp_path / "nope", "tiny")
+    ck = tmp_path / "ck"
+    save_checkpoint(build_model(preset_config("tiny", num_layers=2)), ck)
+    # mismatched preset
+    with pytest.raises(ModelLoadError, match=r"holds preset 'tiny' but preset 'small'"):
+        load_value_model(ck, "small")
+    # mismatched shapes: config says 4 layers, weights have 2
+    doc = json.loads((ck / "config.json").read_text())
+    doc["config"]["num_layers"] = 4
+    doc["config"]["latent_channels"] = 8
+    (ck / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelLoadError, match=r"does not match preset 'tiny'.*expected .* got"):
+        load_value_model(ck, "tiny")
+    # unreadable weights
+    (ck / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelLoadError, match="cannot read model.safetensors"):
+        load_value_model(ck, "tiny")
+    (ck / "config.json").unlink()
+    with pytest.raises(ModelLoadError, match="config.json is missing"):
+        load_value_model(ck, "tiny")
+    with pytest.raises(ModelLoadError, match="unknown preset"):
+        load_value_model(None, "huge")
+
+
+def test_bad_inputs_are_named(tiny):
+    with pytest.raises(ValueError, match=r"\[N, H, W, 3\]"):
+        tiny.encode_frames(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="latent_window must be"):
+        tiny.predict_chunk(torch.zeros(1, 2, 16, 8, 8), torch.zeros(1), torch.zeros(1, 1, 384))
+
+
+def test_training_loss_backward_and_lambda_zero(tiny):
+    c = tiny.config
+    frames = torch.rand(2, c.clip_frames, 3, *c.image_size) * 2 - 1
+    text = _text(tiny, 2)
+    out = tiny.training_loss(frames, torch.rand(2), torch.rand(2, c.h), text, lambda_video=1.0)
+    assert out["loss_video"] > 0 and torch.isfinite(out["loss"])
+    out0 = tiny.training_loss(frames, torch.rand(2), torch.rand(2, c.h), text, lambda_video=0.0)
+    assert float(out0["loss_video"]) == 0.0
+    out["loss"].backward()
+    assert tiny.frame_encoder.net[0].weight.grad is not None
+    tiny.zero_grad()

@@ -1,0 +1,105 @@
+"""StreamingValueEstimator: sampling by stamp, warm-up, caching, overlap averaging, prefix value, reset."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from wvm_ros.core.model import build_model, preset_config
+from wvm_ros.core.streaming import StreamingValueEstimator, ValueEstimate, estimate_episode
+
+
+class Spy:
+    """Wraps a real model and records what the estimator asks of it."""
+
+    def __init__(self, model):
+        self.model = model
+        self.config = model.config
+        self.untrained = True
+        self.encoded = 0
+        self.calls = []
+
+    def embed_text(self, text):
+        return torch.zeros(1, 1, self.config.text_dim)
+
+    def encode_frames(self, frames):
+        self.encoded += len(frames)
+        return self.model.encode_frames(frames)
+
+    def predict_chunk(self, window, prefix, text):
+        out = self.model.predict_chunk(window, prefix, text)
+        self.calls.append((window.clone(), float(prefix[0]), out.clone()))
+        return out
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(preset_config("tiny", num_layers=2, sample_fps=2.0, min_frames=2)).eval()
+
+
+def frames(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 255, (n, 48, 64, 3), dtype=np.uint8)
+
+
+def test_sampling_warmup_and_cache(model):
+    spy = Spy(model)
+    est = StreamingValueEstimator(spy, "push the T")
+    fr = frames(40)
+    outs = [est.push(fr[i], 100.0 + i * 0.1) for i in range(40)]   # 10 Hz camera, 2 Hz sampling
+    assert est.num_sampled == 8                                     # stamps 100.0, 100.5, ..., 103.5
+    assert spy.encoded == 8 and len(spy.calls) == 7                 # each sampled frame encoded once
+    assert all(o is None for o in outs[:5])                         # warming up until the 2nd sample
+    assert isinstance(outs[5], ValueEstimate) and outs[5].valid
+    assert outs[5].stamp_s == pytest.approx(100.5)
+    assert outs[6] is outs[5]                                       # between samples: latest estimate
+    assert 0.0 <= outs[-1].progress <= 1.0 and outs[-1].chunk.shape == (model.config.h,)
+
+
+def test_overlap_average_and_prefix_value(model):
+    spy = Spy(model)
+    est = StreamingValueEstimator(spy, "t")
+    fr = frames(12, seed=1)
+    h = model.config.h
+    res = [est.push(fr[i], i * 0.5) for i in range(12)]             # every frame sampled
+    preds: dict[int, list[float]] = {}
+    for n, (_, prefix, out) in enumerate(spy.calls, start=1):       # call n is made at sample index n
+        p = n - h
+        expect = 0.0 if p < 0 else float(np.mean(preds[p]))
+        assert prefix == pytest.approx(expect, abs=1e-6)
+        for j in range(h):
+            k = n - h + 1 + j
+            if k >= 0:
+                preds.setdefault(k, []).append(float(out[0, j]))
+        assert res[n].progress == pytest.approx(float(np.clip(np.mean(preds[n]), 0, 1)), abs=1e-6)
+    assert len(preds[5]) == h                                        # h overlapping windows per frame
+    # start of the attempt: the window is padded with the first frame's latent
+    w0 = spy.calls[0][0]
+    assert torch.equal(w0[0, 0], w0[0, h - 1]) and not torch.equal(w0[0, h - 1], w0[0, h])
+
+
+def test_reset_and_time_going_back(model):
+    spy = Spy(model)
+    est = StreamingValueEstimator(spy, "t")
+    fr = frames(6)
+    for i in range(4):
+        est.push(fr[i], i * 0.5)
+    est.reset()
+    assert est.num_sampled == 0 and est.push(fr[0], 10.0) is None
+    assert est.push(fr[1], 10.5) is not None
+    assert spy.calls[-1][1] == 0.0                                   # prefix value reset to 0
+    assert est.push(fr[2], 1.0) is None and est.num_sampled == 1     # stamp went back: new attempt
+
+
+def test_bad_frame_is_named(model):
+    est = StreamingValueEstimator(Spy(model), "t")
+    with pytest.raises(ValueError, match=r"\[H, W, 3\] uint8"):
+        est.push(np.zeros((8, 8, 3), np.float32), 0.0)
+
+
+def test_estimate_episode_and_real_text(model):
+    fr = frames(20, seed=2)
+    out = estimate_episode(model, fr, np.arange(20) * 0.25, "push the T onto the target")
+    assert out["online"].shape == (20,) and np.isnan(out["online"][0]) and np.isfinite(out["online"][-1])
+    assert out["sampled"].sum() == 10 and np.all((out["smoothed"] >= 0) & (out["smoothed"] <= 1))

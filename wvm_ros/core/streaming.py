@@ -1,0 +1,163 @@
+"""Streaming value estimation: camera frames in, progress out (ROS-free).
+
+    est = StreamingValueEstimator(model, "push the T onto the target")
+    est.reset()                                   # at every attempt start
+    e = est.push(frame_rgb_uint8, stamp_s)        # ValueEstimate, or None while warming up
+
+* Sampling: frames arrive at the camera rate; one frame is taken into the window every
+  1 / config.sample_fps seconds *by stamp* (a grid anchored at the first frame; after a gap
+  longer than one period the grid restarts at the new frame). Frames between samples return
+  the latest estimate unchanged (same `stamp_s`), so a node can skip republishing it.
+* Cache: each sampled frame is encoded once (`model.encode_frames`); windows reuse the latents.
+* Window: [prefix frame, h current frames] = the last 1 + h sampled frames; at the start of an
+  attempt the window is padded with the first frame (as in training).
+* Overlap: windows advance one sampled frame at a time, so every sampled frame is predicted by
+  up to h windows; their predictions are averaged. The prefix value of a window is the averaged
+  estimate of its prefix frame (all windows that cover it are done by then; 0 at the start).
+* `progress` is the averaged estimate of the newest sampled frame, clipped to [0, 1].
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ValueEstimate:
+    progress: float          # in [0, 1]
+    chunk: np.ndarray        # [h] float32: values of the h current frames, oldest first
+    stamp_s: float           # stamp of the newest frame used
+    latency_s: float         # compute time of this estimate
+    valid: bool
+    status: str
+
+
+class StreamingValueEstimator:
+    def __init__(self, model, task: str = ""):
+        self.model = model
+        self.config = model.config
+        self.h = int(self.config.h)
+        self.period = 1.0 / float(self.config.sample_fps)
+        self._text = None
+        self.task = ""
+        self.set_task(task)
+        self.reset()
+
+    # ---- control --------------------------------------------------------------------------
+    def set_task(self, text: str) -> None:
+        """Embed the instruction once (cached by the model per instruction)."""
+        if not isinstance(text, str):
+            raise TypeError(f"task must be a str, got {type(text).__name__}")
+        self.task = text
+        self._text = self.model.embed_text(text)
+
+    def reset(self) -> None:
+        """New attempt: clear the window, cached encodings, predictions and the prefix value."""
+        self._latents: deque = deque(maxlen=1 + self.h)   # (sample index, latent [C, h, w])
+        self._first_latent = None
+        self._preds: dict[int, list[float]] = {}
+        self._n = 0                  # sampled frames so far
+        self._grid_t: float | None = None
+        self._last_stamp: float | None = None
+        self._last: ValueEstimate | None = None
+
+    @property
+    def num_sampled(self) -> int:
+        return self._n
+
+    def averaged(self, index: int) -> float | None:
+        p = self._preds.get(index)
+        return float(np.mean(p)) if p else None
+
+    # ---- frames ---------------------------------------------------------------------------
+    def _validate(self, frame) -> None:
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            desc = (f"shape {frame.shape} dtype {frame.dtype}" if isinstance(frame, np.ndarray)
+                    else type(frame).__name__)
+            raise ValueError(f"frame must be an np.ndarray [H, W, 3] uint8 RGB, got {desc}")
+
+    def _take(self, stamp_s: float) -> bool:
+        """Decide whether this stamp is sampled into the window (grid at sample_fps)."""
+        if self._grid_t is None:
+            self._grid_t = stamp_s
+            return True
+        nxt = self._grid_t + self.period
+        if stamp_s + 1e-6 < nxt:
+            return False
+        self._grid_t = nxt if stamp_s - nxt < self.period else stamp_s
+        return True
+
+    def push(self, frame: np.ndarray, stamp_s: float) -> ValueEstimate | None:
+        self._validate(frame)
+        stamp_s = float(stamp_s)
+        if self._last_stamp is not None and stamp_s < self._last_stamp - 1e-6:
+            # time went backwards (a replayed bag, a new attempt without reset): start over
+            self.reset()
+        self._last_stamp = stamp_s
+        if not self._take(stamp_s):
+            return self._last
+        t0 = time.perf_counter()
+        latent = self.model.encode_frames(frame[None])[0]
+        idx = self._n
+        self._n += 1
+        if self._first_latent is None:
+            self._first_latent = latent
+        self._latents.append((idx, latent))
+        if self._n < self.config.min_frames:
+            return None
+        # window [prefix, h current], padded at the start with the first frame
+        lat = [x for _, x in self._latents]
+        pad = (1 + self.h) - len(lat)
+        window = torch.stack([self._first_latent] * pad + lat)[None]
+        prefix_index = idx - self.h
+        prefix = self.averaged(prefix_index) if prefix_index >= 0 else None
+        prefix_value = 0.0 if prefix is None else prefix
+        with torch.no_grad():
+            chunk = self.model.predict_chunk(window, torch.tensor([prefix_value], device=window.device),
+                                             self._text)[0].float().cpu().numpy()
+        for j in range(self.h):
+            k = idx - self.h + 1 + j
+            if k >= 0:
+                self._preds.setdefault(k, []).append(float(chunk[j]))
+        for k in [k for k in self._preds if k < idx - 2 * self.h]:
+            del self._preds[k]
+        progress = float(np.clip(self.averaged(idx), 0.0, 1.0))
+        status = "ok" if not getattr(self.model, "untrained", False) else "untrained model"
+        self._last = ValueEstimate(progress=progress, chunk=chunk.astype(np.float32), stamp_s=stamp_s,
+                                   latency_s=time.perf_counter() - t0, valid=True, status=status)
+        return self._last
+
+
+def estimate_episode(model, frames, stamps, task: str) -> dict[str, np.ndarray]:
+    """Run the streaming estimator over one recorded attempt.
+
+    Returns per input frame: `online` (what the estimator reported at that frame; NaN while
+    warming up) and `smoothed` (the final overlap-averaged estimate of the latest sampled frame
+    at or before it, i.e. what an offline pass over the whole attempt gives), plus `sampled`
+    (bool mask of the frames taken into windows)."""
+    est = StreamingValueEstimator(model, task)
+    n = len(frames)
+    online = np.full(n, np.nan, dtype=np.float32)
+    sample_idx = np.full(n, -1, dtype=np.int64)
+    sampled = np.zeros(n, dtype=bool)
+    all_preds: dict[int, list[float]] = {}
+    for i in range(n):
+        before = est.num_sampled
+        e = est.push(np.asarray(frames[i]), float(stamps[i]))
+        if est.num_sampled > before:
+            sampled[i] = True
+            k = est.num_sampled - 1
+            for j in range(est.h):
+                kk = k - est.h + 1 + j
+                if kk in est._preds:
+                    all_preds[kk] = list(est._preds[kk])
+        sample_idx[i] = est.num_sampled - 1
+        if e is not None:
+            online[i] = e.progress
+    final = {k: float(np.clip(np.mean(v), 0, 1)) for k, v in all_preds.items()}
+    smoothed = np.array([final.get(int(k), np.nan) for k in sample_idx], dtype=np.float32)
+    return {"online": online, "smoothed": smoothed, "sampled": sampled}
