@@ -1,0 +1,223 @@
+"""wvm_logger over real DDS: per-attempt bags, custom_data, kill -9 + restart, unwritable
+folder, size cap. The logger runs as its own process; the test process publishes."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import node_cmd, requires_ros
+
+pytestmark = [requires_ros, pytest.mark.timeout(120)]
+
+LOGGER = "wvm_ros.nodes.data_logger_node"
+
+
+def wait_for(cond, timeout, what, child=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        if child is not None and not child.alive():
+            raise AssertionError(f"{child.name} died while waiting for {what}:\n{child.log_tail()}")
+        time.sleep(0.05)
+    tail = child.log_tail() if child is not None else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{tail}")
+
+
+class Pub:
+    """Publishers of the test process (camera, progress, events) on the test's DDS domain."""
+
+    def __init__(self, ctx, size=(48, 64)):
+        import rclpy
+        from rclpy.node import Node
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import Float64MultiArray
+        from wvm_msgs.msg import EpisodeEvent, Progress
+
+        self.rclpy = rclpy
+        self.node = Node("test_pub", context=ctx)
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.img_pub = self.node.create_publisher(Image, "/camera/image_raw", qos)
+        self.prog_pub = self.node.create_publisher(Progress, "/wvm/progress", qos)
+        self.ev_pub = self.node.create_publisher(EpisodeEvent, "/wvm/episode_event", qos)
+        self.act_pub = self.node.create_publisher(Float64MultiArray, "/robot/action", qos)
+        self.Image, self.Progress, self.EpisodeEvent, self.F64 = Image, Progress, EpisodeEvent, Float64MultiArray
+        self.h, self.w = size
+        self.n = 0
+
+    TOPICS = ("/camera/image_raw", "/wvm/progress", "/wvm/episode_event", "/robot/action")
+
+    def sub_gids(self) -> set:
+        return {(t, bytes(i.endpoint_gid)) for t in self.TOPICS
+                for i in self.node.get_subscriptions_info_by_topic(t)}
+
+    def wait_matched(self, timeout=20.0, child=None, old_gids=frozenset()):
+        """Until a (new) subscriber is matched on every topic; `old_gids` are those of a
+        killed logger, which DDS keeps listing until their lease runs out."""
+        pubs = [self.img_pub, self.prog_pub, self.ev_pub, self.act_pub]
+
+        def ok():
+            fresh = {t for t, g in self.sub_gids() - set(old_gids)}
+            return fresh == set(self.TOPICS) and all(p.get_subscription_count() > 0 for p in pubs)
+        wait_for(ok, timeout, "the logger to subscribe to every topic", child)
+
+    def image(self):
+        m = self.Image()
+        m.header.stamp = self.node.get_clock().now().to_msg()
+        m.header.frame_id = "camera"
+        m.height, m.width, m.encoding, m.step = self.h, self.w, "rgb8", self.w * 3
+        m.data = np.full(self.h * self.w * 3, self.n % 256, np.uint8).tobytes()
+        self.n += 1
+        self.img_pub.publish(m)
+
+    def progress(self, v, ep="ep1", attempt=1):
+        m = self.Progress()
+        m.header.stamp = self.node.get_clock().now().to_msg()
+        m.progress = float(v)
+        m.chunk = [float(v)] * 4
+        m.valid = True
+        m.task, m.episode_id, m.attempt = "push the T", ep, attempt
+        m.model_name, m.checkpoint_id = "tiny", "abc123"
+        self.prog_pub.publish(m)
+
+    def action(self, x, y):
+        m = self.F64()
+        m.data = [float(x), float(y)]
+        self.act_pub.publish(m)
+
+    def event(self, kind, ep="ep1", attempt=1, outcome="", progress=math.nan):
+        m = self.EpisodeEvent()
+        m.header.stamp = self.node.get_clock().now().to_msg()
+        m.episode_id, m.attempt, m.kind = ep, attempt, kind
+        m.outcome, m.progress, m.task = outcome, float(progress), "push the T"
+        self.ev_pub.publish(m)
+
+    def attempt(self, ep, attempt, n_frames, outcome="success", rate_hz=50.0, end=True):
+        E = self.EpisodeEvent
+        self.event(E.START, ep, attempt)
+        time.sleep(0.1)
+        for i in range(n_frames):
+            self.image()
+            self.progress((i + 1) / n_frames, ep, attempt)
+            self.action(i, i)
+            time.sleep(1.0 / rate_hz)
+        if end:
+            time.sleep(0.1)
+            self.event(E.SUCCESS if outcome == "success" else E.STALL, ep, attempt)
+            self.event(E.END, ep, attempt, outcome=outcome, progress=1.0 if outcome == "success" else 0.3)
+
+
+def start_logger(procs, ros_env, out, name="logger", *extra):
+    return procs.start(name, node_cmd(LOGGER, "-p", f"output_dir:={out}",
+                                      "-p", "flush_period_s:=0.2", "-p", "min_free_mb:=1.0", *extra),
+                       env=ros_env)
+
+
+def bag_dirs(out: Path):
+    return sorted(p for p in out.iterdir() if p.is_dir())
+
+
+def test_logger_bags_per_attempt_read_back(ros_env, procs, rclpy_context, tmp_path):
+    from wvm_ros.core.bag import bag_custom_data, count_messages_mcap, count_messages_rosbags
+
+    out = tmp_path / "bags"
+    child = start_logger(procs, ros_env, out)
+    pub = Pub(rclpy_context)
+    pub.wait_matched(child=child)
+    pub.attempt("ep1", 1, 20, outcome="failure")
+    pub.attempt("ep1", 2, 15, outcome="success")
+    wait_for(lambda: len(list(out.glob("*/metadata.yaml"))) == 2, 20, "two closed bags", child)
+
+    dirs = bag_dirs(out)
+    assert [d.name for d in dirs] == ["ep1_att001", "ep1_att002"]
+    for d, n, outcome in ((dirs[0], 20, "failure"), (dirs[1], 15, "success")):
+        a, b = count_messages_rosbags(d), count_messages_mcap(d)
+        assert a == b, (a, b)
+        assert a["/camera/image_raw"] == n
+        assert a["/wvm/progress"] == n
+        assert a["/robot/action"] == n
+        assert a["/wvm/episode_event"] == 3  # START, outcome event, END
+        cd = bag_custom_data(d)
+        assert cd["outcome"] == outcome
+        assert cd["episode_id"] == "ep1"
+        assert cd["task"] == "push the T"
+        assert cd["model_name"] == "tiny" and cd["checkpoint_id"] == "abc123"
+        assert float(cd["final_progress"]) == pytest.approx(1.0 if outcome == "success" else 0.3)
+        assert cd["events"].startswith("START@") and "END@" in cd["events"]
+    assert bag_custom_data(dirs[1])["attempt"] == "2"
+
+
+def test_logger_kill9_then_restart_keeps_bags(ros_env, procs, rclpy_context, tmp_path):
+    from wvm_ros.core.bag import bag_custom_data, count_messages_mcap, count_messages_rosbags
+
+    out = tmp_path / "bags"
+    child = start_logger(procs, ros_env, out)
+    pub = Pub(rclpy_context)
+    pub.wait_matched(child=child)
+    pub.attempt("epk", 1, 10, outcome="success")
+    wait_for(lambda: (out / "epk_att001" / "metadata.yaml").exists(), 20, "the first bag", child)
+    # second attempt: 2 s of data, then kill -9 in the middle of it
+    pub.attempt("epk", 2, 40, rate_hz=20.0, end=False)
+    time.sleep(0.6)  # > flush period: everything published is on disk
+    old = pub.sub_gids()
+    procs.kill(child)
+    open_bag = out / "epk_att002"
+    assert open_bag.exists() and not (open_bag / "metadata.yaml").exists()
+
+    # the closed bag is untouched and valid
+    assert count_messages_rosbags(out / "epk_att001") == count_messages_mcap(out / "epk_att001")
+    # restart: the open bag is recovered at start
+    child2 = start_logger(procs, ros_env, out, "logger2")
+    wait_for(lambda: (open_bag / "metadata.yaml").exists(), 30, "recovery of the killed bag", child2)
+    a, b = count_messages_rosbags(open_bag), count_messages_mcap(open_bag)
+    assert a == b
+    # at most ~the last second lost: all 40 frames were flushed before the kill
+    assert a["/camera/image_raw"] >= 40 - 20, a
+    cd = bag_custom_data(open_bag)
+    assert cd["outcome"] == "interrupted" and cd["recovered"] == "true" and cd["episode_id"] == "epk"
+    # and the restarted logger records new attempts
+    pub.wait_matched(child=child2, old_gids=old)
+    pub.attempt("epk", 3, 5)
+    wait_for(lambda: (out / "epk_att003" / "metadata.yaml").exists(), 20, "a bag after restart", child2)
+
+
+def test_logger_unwritable_folder_fails_naming_it(ros_env, procs, tmp_path):
+    # a path below a regular file cannot be created, even by root (tests may run as root,
+    # where chmod does not stop writes)
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x")
+    target = blocker / "bags"
+    child = start_logger(procs, ros_env, target)
+    child.popen.wait(timeout=30)
+    assert child.popen.returncode != 0
+    log = child.log_tail()
+    assert str(target) in log and "not writable" in log, log
+
+
+def test_logger_size_cap_stops_recording_with_valid_bag(ros_env, procs, rclpy_context, tmp_path):
+    from wvm_ros.core.bag import bag_custom_data, count_messages_mcap, count_messages_rosbags
+
+    out = tmp_path / "bags"
+    # 48x64 rgb8 images are ~9.2 kB: a 0.1 MiB cap is hit after ~10 images
+    child = start_logger(procs, ros_env, out, "logger", "-p", "max_total_mb:=0.1")
+    pub = Pub(rclpy_context)
+    pub.wait_matched(child=child)
+    pub.attempt("epd", 1, 30)
+    wait_for(lambda: (out / "epd_att001" / "metadata.yaml").exists(), 20, "the capped bag", child)
+    d = out / "epd_att001"
+    cd = bag_custom_data(d)
+    assert cd["outcome"] == "stopped" and "size cap" in cd["stop_reason"]
+    a = count_messages_rosbags(d)
+    assert a == count_messages_mcap(d)
+    assert 0 < a["/camera/image_raw"] < 30
+    wait_for(lambda: "size cap reached" in child.log_tail(), 5, "the error in the log", child)
+    # later attempts are refused, not half-written
+    pub.attempt("epd", 2, 3)
+    time.sleep(0.5)
+    assert not (out / "epd_att002").exists()
+    assert child.alive()

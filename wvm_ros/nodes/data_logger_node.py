@@ -1,0 +1,355 @@
+"""wvm_logger: records every attempt into its own rosbag2/MCAP bag (and, optionally, a live
+LeRobot dataset episode).
+
+A bag is opened at `START` and closed at `END` of `/wvm/episode_event`; its metadata.yaml
+`custom_data` holds task, episode_id, attempt, outcome, final_progress, model_name,
+checkpoint_id, calibration_id and the attempt's events. Writing (chunked MCAP flushed every
+`flush_period_s`, crash markers, recovery of bags a crash left open, the disk guard) lives in
+`wvm_ros.core.bag`; this node only subscribes (raw CDR bytes), routes and keeps parameters.
+
+Parameters (see config/wvm.yaml, section wvm_logger):
+  output_dir (str)           bags go to <output_dir>/<episode>_att<NNN>/
+  topics (str[])             topics to record; message types are resolved from the graph
+  event_topic, progress_topic
+  qos_reliability (str)      auto | reliable | best_effort (auto: reliable unless every
+                             publisher of the topic is best effort, as rosbag2 does)
+  best_effort_topics (str[]) topics always subscribed best effort
+  qos_depth (int)            subscription queue depth
+  compression (str)          none | zstd | lz4 (MCAP chunk compression)
+  chunk_size_mb, flush_period_s, fsync
+  min_free_mb (float)        stop recording when the disk would have less free space
+  max_total_mb (float)       stop recording when output_dir would exceed this (0: no cap)
+  calibration_id (str), task (str: used when the START event carries none)
+  dataset.enable (bool) ...  live LeRobot dataset writing (see wvm_ros.core.live_dataset
+                             in docs/data.md)
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+import time
+
+import rclpy
+import rclpy.executors
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+
+from wvm_ros.core.bag import (BagError, BagWriter, DiskGuard, DiskGuardError, bag_name,
+                              check_writable_dir, recover_incomplete_bags, unique_bag_dir)
+
+DEFAULT_TOPICS = [
+    "/camera/image_raw",
+    "/camera/camera_info",
+    "/robot/joint_states",
+    "/robot/action",
+    "/sim/ground_truth_progress",
+    "/wvm/progress",
+    "/wvm/episode_event",
+    "/wvm/task",
+]
+
+EVENT_NAMES = {0: "START", 1: "SUCCESS", 2: "STALL", 3: "REGRESSION", 4: "TIMEOUT", 5: "RETRY",
+               6: "ABORT", 7: "HUMAN_LABEL", 8: "END", 9: "HOLD", 10: "RESUME", 11: "FAILURE"}
+
+
+def import_msg_class(typename: str):
+    parts = typename.split("/")
+    if len(parts) != 3:
+        raise ValueError(f"message type {typename!r} is not of the form 'package/msg/Type'")
+    return getattr(importlib.import_module(f"{parts[0]}.{parts[1]}"), parts[2])
+
+
+def qos_yaml(profile: QoSProfile) -> str:
+    """offered_qos_profiles text as rosbag2 v9 writes it."""
+    rel = "reliable" if profile.reliability == ReliabilityPolicy.RELIABLE else "best_effort"
+    dur = "transient_local" if profile.durability == DurabilityPolicy.TRANSIENT_LOCAL else "volatile"
+    return (f"- history: keep_last\n  depth: {profile.depth}\n  reliability: {rel}\n"
+            f"  durability: {dur}\n  deadline: {{sec: 0, nsec: 0}}\n  lifespan: {{sec: 0, nsec: 0}}\n"
+            f"  liveliness: automatic\n  liveliness_lease_duration: {{sec: 0, nsec: 0}}\n"
+            f"  avoid_ros_namespace_conventions: false\n")
+
+
+class DataLoggerNode(Node):
+    def __init__(self):
+        super().__init__("wvm_logger")
+        p = self.declare_parameter
+        self.output_dir = str(p("output_dir", "wvm_bags").value)
+        topics = list(p("topics", DEFAULT_TOPICS).value)
+        self.event_topic = str(p("event_topic", "/wvm/episode_event").value)
+        self.progress_topic = str(p("progress_topic", "/wvm/progress").value)
+        self.task_topic = str(p("task_topic", "/wvm/task").value)
+        self.qos_reliability = str(p("qos_reliability", "auto").value).lower()
+        self.best_effort_topics = set(p("best_effort_topics", [""]).value) - {""}
+        self.qos_depth = int(p("qos_depth", 100).value)
+        self.compression = str(p("compression", "none").value)
+        self.chunk_size = int(float(p("chunk_size_mb", 4.0).value) * 2**20)
+        self.flush_period_s = float(p("flush_period_s", 0.5).value)
+        self.fsync = bool(p("fsync", False).value)
+        min_free_mb = float(p("min_free_mb", 512.0).value)
+        max_total_mb = float(p("max_total_mb", 0.0).value)
+        self.calibration_id = str(p("calibration_id", "").value)
+        self.default_task = str(p("task", "").value)
+        discovery_period_s = float(p("discovery_period_s", 0.25).value)
+        if self.qos_reliability not in ("auto", "reliable", "best_effort"):
+            raise ValueError(f"parameter qos_reliability={self.qos_reliability!r}; expected auto, reliable or best_effort")
+
+        # fails here, naming the path, when the folder cannot be written
+        self.out = check_writable_dir(self.output_dir)
+        for info in recover_incomplete_bags(self.out):
+            self.get_logger().warning(
+                f"recovered bag {info.path} left open by a crash: {info.message_count} messages kept")
+        self.guard = DiskGuard(self.out, min_free_bytes=int(min_free_mb * 2**20),
+                               max_total_bytes=int(max_total_mb * 2**20))
+
+        self.topics = list(dict.fromkeys([t for t in topics if t] + [self.event_topic, self.progress_topic]))
+        self.types: dict[str, str] = {}
+        self.qos_text: dict[str, str] = {}
+        self.subs = {}
+        self.received: dict[str, int] = {t: 0 for t in self.topics}
+        self.recorded: dict[str, int] = {t: 0 for t in self.topics}
+        self.bag: BagWriter | None = None
+        self.stopped_reason = ""
+        self.last_task = self.default_task
+        self._reset_attempt_state()
+        self.closed_bags: list[str] = []
+        self.dataset = None  # live LeRobot sink, see _setup_dataset
+
+        self._EpisodeEvent = import_msg_class("wvm_msgs/msg/EpisodeEvent")
+        self._Progress = import_msg_class("wvm_msgs/msg/Progress")
+        self._String = import_msg_class("std_msgs/msg/String")
+        # our own topics have known types: subscribe now, do not wait for a publisher
+        self._subscribe(self.event_topic, "wvm_msgs/msg/EpisodeEvent", force_reliable=True)
+        self._subscribe(self.progress_topic, "wvm_msgs/msg/Progress")
+        self._discover()
+        self.create_timer(discovery_period_s, self._tick)
+        self.get_logger().info(f"recording {len(self.topics)} topics into {self.out} "
+                               f"(qos {self.qos_reliability}, flush every {self.flush_period_s} s)")
+
+    # ------------------------------------------------------------------ subscriptions
+    def _choose_qos(self, topic: str, force_reliable: bool = False) -> QoSProfile:
+        rel = ReliabilityPolicy.RELIABLE
+        if topic in self.best_effort_topics or self.qos_reliability == "best_effort":
+            rel = ReliabilityPolicy.BEST_EFFORT
+        elif self.qos_reliability == "auto" and not force_reliable:
+            pubs = self.get_publishers_info_by_topic(topic)
+            if pubs and all(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in pubs):
+                rel = ReliabilityPolicy.BEST_EFFORT
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.qos_depth, reliability=rel,
+                          durability=DurabilityPolicy.VOLATILE)
+
+    def _subscribe(self, topic: str, typename: str, force_reliable: bool = False) -> None:
+        try:
+            cls = import_msg_class(typename)
+        except (ImportError, AttributeError, ValueError) as exc:
+            self.get_logger().error(f"cannot record {topic}: message type {typename} not importable ({exc})")
+            self.types[topic] = typename
+            return
+        qos = self._choose_qos(topic, force_reliable)
+        self.types[topic] = typename
+        self.qos_text[topic] = qos_yaml(qos)
+        self.subs[topic] = self.create_subscription(cls, topic, lambda raw, t=topic: self._on_raw(t, raw),
+                                                    qos, raw=True)
+        if self.bag is not None:
+            self._add_topic(topic)
+
+    def _discover(self) -> None:
+        pending = [t for t in self.topics if t not in self.types]
+        if not pending:
+            return
+        graph = dict(self.get_topic_names_and_types())
+        for t in pending:
+            if t in graph and graph[t]:
+                self._subscribe(t, graph[t][0])
+
+    def _tick(self) -> None:
+        self._discover()
+        if self.bag is not None:
+            try:
+                self.bag.maybe_flush()
+                self.guard.check(0)
+            except DiskGuardError as exc:
+                self._stop_recording(str(exc))
+            except OSError as exc:
+                self._stop_recording(f"write error in {self.bag.path if self.bag else self.out}: {exc}")
+
+    # ------------------------------------------------------------------ messages
+    def _on_raw(self, topic: str, raw: bytes) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        self.received[topic] = self.received.get(topic, 0) + 1
+        if topic == self.event_topic:
+            self._on_event(deserialize_message(raw, self._EpisodeEvent), raw, now_ns)
+            return
+        if topic == self.progress_topic:
+            self._on_progress(deserialize_message(raw, self._Progress))
+        elif topic == self.task_topic and self.types.get(topic) == "std_msgs/msg/String":
+            self.last_task = deserialize_message(raw, self._String).data or self.last_task
+        self._write(topic, raw, now_ns)
+        if self.dataset is not None and self.bag is not None:
+            self.dataset.on_message(topic, self.types.get(topic, ""), raw, now_ns)
+
+    def _add_topic(self, topic: str) -> None:
+        self.bag.add_topic(topic, self.types[topic], self.qos_text.get(topic, ""))
+
+    def _write(self, topic: str, raw: bytes, now_ns: int) -> None:
+        if self.bag is None:
+            return
+        try:
+            if topic not in self.bag.topics:
+                self._add_topic(topic)
+            self.bag.write(topic, raw, now_ns)
+            self.recorded[topic] = self.recorded.get(topic, 0) + 1
+        except DiskGuardError as exc:
+            self._stop_recording(str(exc))
+        except (OSError, BagError) as exc:
+            self._stop_recording(f"cannot write to {self.bag.path if self.bag else self.out}: {exc}")
+
+    def _reset_attempt_state(self) -> None:
+        self.final_progress = float("nan")
+        self.model_name = ""
+        self.checkpoint_id = ""
+        self.untrained = ""
+        self.events: list[str] = []
+
+    def _on_progress(self, msg) -> None:
+        if msg.model_name:
+            self.model_name = msg.model_name
+            self.checkpoint_id = msg.checkpoint_id
+            self.untrained = str(bool(msg.untrained)).lower()
+        if msg.valid and self.bag is not None:
+            self.final_progress = float(msg.progress)
+
+    def _on_event(self, ev, raw: bytes, now_ns: int) -> None:
+        kind = EVENT_NAMES.get(int(ev.kind), str(ev.kind))
+        if ev.task:
+            self.last_task = ev.task
+        if int(ev.kind) == 0:  # START
+            if self.bag is not None:
+                self.get_logger().warning(f"START of {ev.episode_id}/{ev.attempt} while {self.bag.path.name} "
+                                          "is open (END missed): closing it as 'unterminated'")
+                self._close_bag({"outcome": "unterminated"})
+            self._open_bag(ev)
+            self.events.append(f"{kind}@0.000")
+            self._write(self.event_topic, raw, now_ns)
+            return
+        if self.bag is None:
+            return
+        t0 = self.bag.start_ns or now_ns
+        self.events.append(f"{kind}@{(now_ns - t0) / 1e9:.3f}")
+        self._write(self.event_topic, raw, now_ns)
+        if int(ev.kind) == 8:  # END
+            fp = float(ev.progress)
+            if not math.isnan(fp):
+                self.final_progress = fp
+            self._close_bag({"outcome": ev.outcome or "unknown", "end_reason": ev.reason})
+
+    # ------------------------------------------------------------------ bags
+    def _open_bag(self, ev) -> None:
+        if self.stopped_reason:
+            self.get_logger().error(f"not recording {ev.episode_id}/{ev.attempt}: {self.stopped_reason}")
+            return
+        self._reset_attempt_state()
+        path = unique_bag_dir(self.out, bag_name(ev.episode_id or "episode", ev.attempt))
+        custom = {
+            "task": ev.task or self.last_task,
+            "episode_id": ev.episode_id,
+            "attempt": int(ev.attempt),
+            "calibration_id": self.calibration_id,
+            "start_unix": f"{time.time():.3f}",
+            "logger": "wvm_logger",
+        }
+        try:
+            self.guard.check(0)
+            self.bag = BagWriter(path, custom_data=custom, compression=self.compression,
+                                 chunk_size=self.chunk_size, flush_period_s=self.flush_period_s,
+                                 fsync=self.fsync, disk_guard=self.guard)
+        except DiskGuardError as exc:
+            self._stop_recording(str(exc))
+            return
+        except (OSError, BagError) as exc:
+            self.get_logger().error(f"cannot open bag {path}: {exc}")
+            return
+        for t in self.topics:
+            if t in self.subs:
+                self._add_topic(t)
+        if self.dataset is not None:
+            self.dataset.on_start(ev)
+        self.get_logger().info(f"recording attempt {ev.episode_id}/{ev.attempt} -> {path}")
+
+    def _final_custom(self, extra: dict) -> dict:
+        return {
+            "final_progress": "" if math.isnan(self.final_progress) else f"{self.final_progress:.4f}",
+            "model_name": self.model_name,
+            "checkpoint_id": self.checkpoint_id,
+            "untrained": self.untrained,
+            "events": ",".join(self.events),
+            **extra,
+        }
+
+    def _close_bag(self, extra: dict) -> None:
+        bag, self.bag = self.bag, None
+        if bag is None:
+            return
+        custom = self._final_custom(extra)
+        try:
+            info = bag.close(custom)
+        except (OSError, BagError) as exc:
+            self.get_logger().error(f"cannot finish bag {bag.path}: {exc} (it will be recovered at the next start)")
+            return
+        self.closed_bags.append(str(info.path))
+        self.get_logger().info(f"closed {info.path.name}: {info.message_count} messages, outcome "
+                               f"{custom.get('outcome')}, final progress {custom['final_progress'] or 'n/a'}")
+        if self.dataset is not None:
+            self.dataset.on_end(custom)
+
+    def _stop_recording(self, reason: str) -> None:
+        if self.stopped_reason:
+            return
+        self.stopped_reason = reason
+        self.get_logger().error(reason)
+        if self.bag is not None:
+            bag, self.bag = self.bag, None
+            bag.guard = None  # the summary of the bag is small: finish it so it stays readable
+            try:
+                info = bag.close(self._final_custom({"outcome": "stopped", "stop_reason": reason}))
+                self.closed_bags.append(str(info.path))
+            except (OSError, BagError) as exc:
+                self.get_logger().error(f"cannot finish bag {bag.path}: {exc}")
+            if self.dataset is not None:
+                self.dataset.on_abort()
+
+    def shutdown(self) -> None:
+        if self.bag is not None:
+            self._close_bag({"outcome": "interrupted", "end_reason": "logger stopped"})
+        if self.dataset is not None:
+            self.dataset.close()
+        total_rx = sum(self.received.values())
+        total_rec = sum(self.recorded.values())
+        self.get_logger().info(f"stopped: {total_rec} messages recorded of {total_rx} received, "
+                               f"{len(self.closed_bags)} bags closed")
+
+
+def main(argv=None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = None
+    code = 0
+    try:
+        node = DataLoggerNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    except (BagError, ValueError) as exc:
+        print(f"[wvm_logger] fatal: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
