@@ -39,8 +39,9 @@ class BaselineLoadError(RuntimeError):
 
 @dataclass
 class SingleFrameConfig:
-    image_size: tuple[int, int] = (96, 96)  # (H, W) the frames are resized to
-    channels: tuple[int, ...] = (32, 64, 128, 256)  # one strided conv block per entry
+    # defaults: 1.94M parameters, the size of the `tiny` WVM (1.94M) at its image size
+    image_size: tuple[int, int] = (64, 64)  # (H, W) the frames are resized to
+    channels: tuple[int, ...] = (32, 64, 128, 192, 256)  # one strided conv block per entry
     hidden: int = 256  # MLP head width
 
     def __post_init__(self):

@@ -249,6 +249,170 @@ def evaluate(episodes: Sequence[EvalEpisode], methods: Iterable[Method], progres
 
 
 # --------------------------------------------------------------------------------------
+# datasets
+
+#: per-frame segment-label columns looked for, in order, and the columns naming the attempt kind
+SEGMENT_KEYS = ("segment", "segment_label", "segment_kind")
+KIND_KEYS = ("attempt_kind", "episode_kind", "kind")
+#: int segment codes when the dataset names none (wvm_ros.core.sim.scripted.SEGMENT_KINDS)
+DEFAULT_SEGMENT_NAMES = ("progress", "hesitation", "retry", "stuck", "random")
+
+
+def label_runs(labels: Sequence[str], kind: str) -> list[tuple[int, int]]:
+    """Inclusive (start, end) frame ranges of the maximal runs of `kind` in per-frame labels."""
+    runs, start = [], None
+    for i, lab in enumerate(labels):
+        if lab == kind and start is None:
+            start = i
+        elif lab != kind and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    if start is not None:
+        runs.append((start, len(labels) - 1))
+    return runs
+
+
+def _names_of(feature: dict) -> list[str] | None:
+    names = feature.get("names")
+    if isinstance(names, dict):  # {"axes": [...]} style
+        names = next(iter(names.values()), None)
+    if isinstance(names, (list, tuple)) and len(names) > 1 and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
+
+
+def _decode_labels(values, feature: dict | None) -> list[str]:
+    vals = [v.item() if hasattr(v, "item") else v for v in values]
+    vals = [v[0] if isinstance(v, (list, tuple)) and len(v) == 1 else v for v in vals]
+    if all(isinstance(v, str) for v in vals):
+        return [v.lower() for v in vals]
+    names = (_names_of(feature) if feature else None) or list(DEFAULT_SEGMENT_NAMES)
+    out = []
+    for v in vals:
+        iv = int(v)
+        out.append(names[iv] if 0 <= iv < len(names) else f"code{iv}")
+    return out
+
+
+def _episode_kind(labels: list[str], explicit: str | None) -> str:
+    if explicit:
+        k = explicit.lower()
+        return "expert" if k in ("expert", "progress", "success") else k
+    has_h, has_r = "hesitation" in labels, "retry" in labels
+    others = sorted(set(labels) - {"progress", "expert", "hesitation", "retry"})
+    if others:
+        return others[0]  # e.g. "stuck", "random": scored with VOC only
+    if has_h and has_r:
+        return "mixed"
+    return "hesitation" if has_h else "retry" if has_r else "expert"
+
+
+def load_lerobot_episodes(
+    root: str | Path,
+    *,
+    camera_key: str | None = None,
+    gt_key: str | None = "progress",
+    segment_key: str | None = None,
+    kind_key: str | None = None,
+    episodes: Sequence[int] | None = None,
+    max_episodes: int | None = None,
+    progress: bool = True,
+) -> list[EvalEpisode]:
+    """Read a local LeRobot v3 dataset into EvalEpisodes (frames decoded once per episode).
+
+    Columns read:
+      * camera_key: a video or image feature (default: `observation.image` if present, else the
+        first camera);
+      * gt_key: per-frame ground-truth progress (default `progress`, the paper's curve written
+        by `wvm sim-collect`); None = no ground truth needed (training), filled with t / (T - 1);
+      * segment labels: a per-frame column (`segment`, `segment_label` or `segment_kind`):
+        strings, or integer codes named by the feature's `names` (default
+        progress / hesitation / retry / stuck / random). Hesitation frames -> the hesitation
+        segments; the attempt kind is `attempt_kind` / `episode_kind` / `kind` if the dataset
+        has such a column, else derived from the labels (no hesitation or retry: expert);
+      * `task` from the dataset's task table, `timestamp` for the streaming estimator.
+    Raises DatasetError naming the root and what is missing.
+    """
+    from tqdm.auto import tqdm
+
+    root = Path(root).expanduser()
+    if not (root / "meta" / "info.json").is_file():
+        raise DatasetError(f"dataset {root}: not a LeRobot dataset (no meta/info.json); expected the root of a "
+                           "local LeRobot v3 dataset, e.g. one written by `wvm sim-collect`")
+    try:
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+        from lerobot.datasets.video_utils import decode_video_frames
+
+        ds = LeRobotDataset(repo_id=f"local/{root.name}", root=root, video_backend="pyav")
+    except Exception as e:  # lerobot raises many kinds on a broken dataset
+        raise DatasetError(f"dataset {root}: cannot be opened by lerobot ({type(e).__name__}: {e})") from e
+    feats = dict(ds.meta.info.features if hasattr(ds.meta.info, "features") else ds.meta.info["features"])
+    cams = list(ds.meta.camera_keys)
+    if camera_key is None:
+        if not cams:
+            raise DatasetError(f"dataset {root}: no camera (image or video) feature; features are {sorted(feats)}")
+        camera_key = "observation.image" if "observation.image" in cams else cams[0]
+    elif camera_key not in cams:
+        raise DatasetError(f"dataset {root}: camera key {camera_key!r} not found; cameras are {cams}")
+    if gt_key is not None and gt_key not in feats:
+        raise DatasetError(f"dataset {root}: no ground-truth column {gt_key!r}; columns are {sorted(feats)} "
+                           "(name it with --gt-key)")
+    segment_key = segment_key or next((k for k in SEGMENT_KEYS if k in feats), None)
+    kind_key = kind_key or next((k for k in KIND_KEYS if k in feats), None)
+    is_video = camera_key in ds.meta.video_keys
+
+    hf = ds.hf_dataset
+    cols = ["episode_index", "frame_index", "timestamp", "task_index"]
+    cols += [k for k in (gt_key, segment_key, kind_key) if k and k not in cols]
+    table = hf.select_columns(cols).with_format("numpy")[:]
+    ep_col = np.asarray(table["episode_index"]).reshape(-1)
+    tasks = ds.meta.tasks
+    task_of = {int(row.task_index): str(name) for name, row in tasks.iterrows()} if tasks is not None else {}
+
+    wanted = sorted(set(ep_col.tolist())) if episodes is None else list(episodes)
+    if max_episodes is not None:
+        wanted = wanted[: max(0, int(max_episodes))]
+    out: list[EvalEpisode] = []
+    for ep_idx in tqdm(wanted, desc=f"reading {root.name}", unit="episode", disable=not progress):
+        rows = np.nonzero(ep_col == ep_idx)[0]
+        if len(rows) == 0:
+            raise DatasetError(f"dataset {root}: episode {ep_idx} not found")
+        order = rows[np.argsort(np.asarray(table["frame_index"]).reshape(-1)[rows])]
+        ts = np.asarray(table["timestamp"], dtype=np.float64).reshape(-1)[order]
+        T = len(order)
+        if is_video:
+            meta = ds.meta.episodes[int(ep_idx)]
+            offset = float(meta[f"videos/{camera_key}/from_timestamp"])
+            path = root / ds.meta.get_video_file_path(int(ep_idx), camera_key)
+            frames_t = decode_video_frames(path, [offset + float(t) for t in ts], ds.tolerance_s, "pyav",
+                                           return_uint8=True)
+            frames = frames_t.permute(0, 2, 3, 1).contiguous().numpy()
+        else:
+            imgs = [np.asarray(ds[int(i)][camera_key]) for i in order]
+            frames = np.stack([(im.transpose(1, 2, 0) * (255 if im.dtype != np.uint8 else 1)).round().astype(np.uint8)
+                               if im.shape[0] == 3 else im for im in imgs])
+        if gt_key is not None:
+            gt = np.asarray(table[gt_key], dtype=np.float64).reshape(len(ep_col), -1)[order, 0]
+        else:
+            gt = np.arange(T) / max(T - 1, 1)
+        labels = (_decode_labels(np.asarray(table[segment_key]).reshape(len(ep_col), -1)[order, 0], feats.get(segment_key))
+                  if segment_key else ["progress"] * T)
+        explicit = None
+        if kind_key:
+            kv = _decode_labels(np.asarray(table[kind_key]).reshape(len(ep_col), -1)[order[:1], 0], feats.get(kind_key))
+            explicit = kv[0]
+        task_idx = int(np.asarray(table["task_index"]).reshape(-1)[order[0]])
+        out.append(EvalEpisode(
+            episode_index=int(ep_idx), task=task_of.get(task_idx, ""), kind=_episode_kind(labels, explicit),
+            frames=frames, timestamps=ts - ts[0], gt=gt,
+            hesitation_segments=label_runs(labels, "hesitation"), retry_segments=label_runs(labels, "retry"),
+        ))
+    if not out:
+        raise DatasetError(f"dataset {root}: no episodes to evaluate")
+    return out
+
+
+# --------------------------------------------------------------------------------------
 # report writing
 
 def _fmt(v, digits=3):

@@ -179,7 +179,9 @@ def score_episode(
     """Score one episode. `kind` picks which metrics apply:
 
     expert -> expert_voc; retry -> retry_voc; hesitation -> hesitation_rmse (over
-    `hesitation_segments`). VOC over the whole episode is always filled in.
+    `hesitation_segments`); mixed (both kinds of segment) -> retry_voc and hesitation_rmse;
+    any other kind (e.g. a failure) -> none of the three. VOC over the whole episode is
+    always filled in.
     """
     p, g = _as_1d("pred", pred), _as_1d("gt", gt)
     if len(p) != len(g):
@@ -189,9 +191,9 @@ def score_episode(
     s.voc = voc(p)
     if kind == "expert":
         s.expert_voc = s.voc
-    elif kind == "retry":
+    if kind in ("retry", "mixed"):
         s.retry_voc = retry_voc(p, g)
-    elif kind == "hesitation":
+    if kind in ("hesitation", "mixed"):
         s.hesitation_rmse = hesitation_rmse(p, g, list(hesitation_segments))
     return s
 

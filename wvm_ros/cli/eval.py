@@ -1,0 +1,160 @@
+"""`wvm eval`: the value benchmark (Expert-VOC, Retry-VOC, Hesitation-RMSE) vs baselines.
+
+    wvm eval --checkpoint models/wvm-tiny-pusht --output out/eval
+    wvm eval --checkpoint CK --output DIR --dataset ROOT \\
+             --baseline-checkpoint models/single-frame-pusht --no-video-checkpoint models/wvm-tiny-pusht-novideo
+    # train the single-frame baseline on the WVM's training data first, then evaluate:
+    wvm eval --train-baseline --train-dataset data/pusht-train --baseline-checkpoint models/single-frame-pusht \\
+             --checkpoint models/wvm-tiny-pusht --output out/eval
+
+With no --dataset it evaluates the shipped held-out simulated split (data/pusht-heldout).
+The blind clock is always reported beside the model. See docs/evaluation.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "value benchmark: Expert-VOC, Retry-VOC, Hesitation-RMSE vs baselines"
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATASET = REPO_ROOT / "data" / "pusht-heldout"
+DEFAULT_BASELINE = REPO_ROOT / "models" / "single-frame-pusht"
+DEFAULT_NO_VIDEO = REPO_ROOT / "models" / "wvm-tiny-pusht-novideo"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", help="WVM checkpoint (folder) to evaluate")
+    p.add_argument("--output", required=True, help="folder for metrics.json, metrics.md and plots/")
+    p.add_argument("--dataset", help=f"local LeRobot dataset root (default: the shipped held-out split {DEFAULT_DATASET})")
+    p.add_argument("--baseline-checkpoint", help=f"single-frame regressor checkpoint (default {DEFAULT_BASELINE} if present)")
+    p.add_argument("--no-video-checkpoint", help=f"WVM trained with lambda=0 (default {DEFAULT_NO_VIDEO} if present)")
+    p.add_argument("--no-baselines", action="store_true", help="only the model and the blind clock")
+    p.add_argument("--preset", default=None, help="WVM preset the checkpoints were trained with (default: from the checkpoint)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--camera-key", default=None, help="dataset image/video feature (default: the only or first camera)")
+    p.add_argument("--gt-key", default="progress", help="per-frame ground-truth progress column (default: progress)")
+    p.add_argument("--max-episodes", type=int, default=None, help="evaluate only the first N episodes")
+    p.add_argument("--plots-per-kind", type=int, default=2, help="episode plots per kind (expert / hesitation / retry)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("training the single-frame baseline (before evaluating)")
+    g.add_argument("--train-baseline", action="store_true",
+                   help="train the single-frame regressor on --train-dataset and save it to --baseline-checkpoint")
+    g.add_argument("--train-dataset", help="LeRobot dataset root the WVM was trained on")
+    g.add_argument("--baseline-steps", type=int, default=3000)
+    g.add_argument("--baseline-batch-size", type=int, default=64)
+    g.add_argument("--baseline-lr", type=float, default=1e-3)
+    g.add_argument("--baseline-image-size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"))
+    g.add_argument("--baseline-channels", type=int, nargs="+", default=[32, 64, 128, 192, 256],
+                   help="conv widths (default: 1.94M parameters, the size of the tiny WVM)")
+    g.add_argument("--baseline-hidden", type=int, default=256)
+    g.add_argument("--seed", type=int, default=0)
+
+
+def _err(msg: str) -> int:
+    print(f"wvm eval: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _load_wvm(path: str, preset: str | None, device: str):
+    """preset None: the checkpoint's own preset."""
+    from wvm_ros.core.model import load_value_model
+
+    return load_value_model(path, preset=preset, device=device)
+
+
+def run(args: argparse.Namespace) -> int:
+    from wvm_ros.core import evaluation as E
+    from wvm_ros.core.baselines import BaselineLoadError, SingleFrameConfig, load_single_frame, save_single_frame
+
+    progress = not args.no_progress
+    out = Path(args.output)
+
+    if args.train_baseline:
+        if not args.train_dataset:
+            return _err("--train-baseline needs --train-dataset ROOT (the data the WVM was trained on)")
+        if not args.baseline_checkpoint:
+            return _err("--train-baseline needs --baseline-checkpoint DIR to save the trained regressor to")
+        try:
+            rc = _train_baseline(args, progress)
+        except E.DatasetError as e:
+            return _err(str(e))
+        if rc:
+            return rc
+    if not args.checkpoint:
+        if args.train_baseline:
+            return 0
+        return _err("--checkpoint PATH is required (the WVM checkpoint folder to evaluate)")
+
+    ck = Path(args.checkpoint)
+    if not ck.exists():
+        return _err(f"checkpoint {ck} does not exist (expected a WVM checkpoint folder, e.g. models/wvm-tiny-pusht)")
+    dataset = Path(args.dataset) if args.dataset else DEFAULT_DATASET
+    try:
+        episodes = E.load_lerobot_episodes(dataset, camera_key=args.camera_key, gt_key=args.gt_key,
+                                           max_episodes=args.max_episodes, progress=progress)
+    except E.DatasetError as e:
+        return _err(str(e))
+
+    from wvm_ros.core.model import ModelLoadError
+
+    methods = []
+    try:
+        model = _load_wvm(str(ck), args.preset, args.device)
+    except ModelLoadError as e:
+        return _err(str(e))
+    methods.append(E.streaming_method(model, "wvm", {"checkpoint": str(ck)}))
+
+    if not args.no_baselines:
+        nv = args.no_video_checkpoint or (str(DEFAULT_NO_VIDEO) if DEFAULT_NO_VIDEO.exists() else None)
+        if nv is None:
+            print(f"wvm eval: warning: no --no-video-checkpoint and no {DEFAULT_NO_VIDEO}: "
+                  "the WVM-without-video-loss baseline is left out", file=sys.stderr)
+        else:
+            if not Path(nv).exists():
+                return _err(f"--no-video-checkpoint {nv} does not exist (expected a WVM checkpoint trained with lambda=0)")
+            try:
+                methods.append(E.streaming_method(_load_wvm(nv, args.preset, args.device), "wvm_no_video",
+                                                  {"checkpoint": nv}))
+            except ModelLoadError as e:
+                return _err(str(e))
+        bl = args.baseline_checkpoint or (str(DEFAULT_BASELINE) if DEFAULT_BASELINE.exists() else None)
+        if bl is None:
+            print(f"wvm eval: warning: no --baseline-checkpoint and no {DEFAULT_BASELINE}: "
+                  "the single-frame baseline is left out", file=sys.stderr)
+        else:
+            try:
+                methods.append(E.single_frame_method(load_single_frame(bl, args.device), info={"checkpoint": bl}))
+            except BaselineLoadError as e:
+                return _err(str(e))
+    methods.append(E.clock_method())
+
+    report = E.evaluate(episodes, methods, progress=progress)
+    report.dataset = {"root": str(dataset), "camera_key": args.camera_key, "gt_key": args.gt_key}
+    js = E.write_report(report, out, primary="wvm", plots_per_kind=args.plots_per_kind)
+    print(E.markdown_table(js))
+    print(f"wvm eval: wrote {out / 'metrics.json'}, {out / 'metrics.md'} and {out / 'plots'}/")
+    return 0
+
+
+def _train_baseline(args, progress: bool) -> int:
+    from wvm_ros.core import evaluation as E
+    from wvm_ros.core.baselines import SingleFrameConfig, save_single_frame, train_single_frame
+
+    eps = E.load_lerobot_episodes(args.train_dataset, camera_key=args.camera_key, gt_key=None,
+                                  progress=progress)
+    cfg = SingleFrameConfig(image_size=tuple(args.baseline_image_size), channels=tuple(args.baseline_channels),
+                            hidden=args.baseline_hidden)
+    model, res = train_single_frame([e.frames for e in eps], config=cfg, steps=args.baseline_steps,
+                                    batch_size=args.baseline_batch_size, lr=args.baseline_lr, seed=args.seed,
+                                    progress=progress)
+    training = {"dataset": str(args.train_dataset), "episodes": res.num_episodes, "frames": res.num_frames,
+                "steps": res.steps, "batch_size": args.baseline_batch_size, "lr": args.baseline_lr,
+                "seed": args.seed, "target": "t / T", "first_loss": round(res.first_loss, 5),
+                "final_loss": round(res.final_loss, 5), "seconds": round(res.seconds, 1),
+                "command": "wvm " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""}
+    save_single_frame(model, args.baseline_checkpoint, training=training)
+    print(f"wvm eval: single-frame baseline ({model.num_parameters():,} parameters) trained on {res.num_frames} frames, "
+          f"loss {res.first_loss:.4f} -> {res.final_loss:.4f}, saved to {args.baseline_checkpoint}")
+    return 0
