@@ -1,0 +1,199 @@
+"""Value node: real processes over DDS for bad input (rejected frames counted, node survives;
+missing checkpoint exits with the path and preset), Progress / Float32 / overlay / marker
+output with the UNTRAINED flag, episode ids, inference errors, latest-frame semantics."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import node_cmd, requires_ros
+
+pytestmark = [requires_ros, pytest.mark.ros]
+
+
+def _image(w, h, enc="rgb8", data=None, stamp_s=None, channels=3):
+    from sensor_msgs.msg import Image
+
+    from wvm_ros.ros.stamps import sec_to_stamp
+
+    m = Image()
+    m.width, m.height, m.encoding = w, h, enc
+    m.step = w * channels
+    m.data = bytes(data if data is not None else np.random.randint(0, 255, h * w * channels, dtype=np.uint8).tobytes())
+    m.header.stamp = sec_to_stamp(stamp_s if stamp_s is not None else time.time())
+    m.header.frame_id = "camera"
+    return m
+
+
+def _diag_values(probe):
+    from wvm_ros.ros.diagnostics import status_level, status_values
+
+    out = []
+    for arr in probe.get("/diagnostics"):
+        for st in arr.status:
+            if st.name.startswith("wvm_value"):
+                out.append((status_level(st), st.message, status_values(st)))
+    return out
+
+
+def test_missing_checkpoint_exits_with_path_and_preset(ros_env, procs):
+    child = procs.start("wvm_value", node_cmd("wvm_ros.nodes.value_node", "-p", "checkpoint:=/no/such/ckpt",
+                                              "-p", "preset:=tiny"), env=ros_env)
+    rc = child.popen.wait(timeout=60)
+    log = child.log_tail(50)
+    assert rc == 2, log
+    assert "/no/such/ckpt" in log and "'tiny'" in log
+
+
+def test_unreadable_checkpoint_exits(ros_env, procs, tmp_path):
+    bad = tmp_path / "ck"
+    bad.mkdir()
+    (bad / "model.safetensors").write_bytes(b"not a safetensors file")
+    (bad / "config.json").write_text("{not json")
+    child = procs.start("wvm_value", node_cmd("wvm_ros.nodes.value_node", "-p", f"checkpoint:={bad}"), env=ros_env)
+    rc = child.popen.wait(timeout=60)
+    assert rc == 2 and str(bad) in child.log_tail(50)
+
+
+def test_value_node_rejects_bad_frames_and_estimates_good_ones(ros_env, procs):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Float32
+    from visualization_msgs.msg import Marker
+    from wvm_msgs.msg import EpisodeEvent, Progress
+
+    from wvm_ros.ros.testing import TopicProbe
+
+    child = procs.start("wvm_value", node_cmd(
+        "wvm_ros.nodes.value_node", "-r", "__node:=wvm_value", "-p", "image_width:=96", "-p", "image_height:=96",
+        "-p", "task:=push the T", "-p", "diagnostics_period_s:=0.5"), env=ros_env)
+
+    def alive():
+        if not child.alive():
+            raise AssertionError("wvm_value died:\n" + child.log_tail())
+
+    topics = {"/wvm/progress": Progress, "/wvm/progress_value": Float32, "/wvm/overlay": Image,
+              "/wvm/marker": Marker, "/diagnostics": DiagnosticArray}
+    with TopicProbe(topics) as probe:
+        img_pub = probe.publisher(Image, "/camera/image_raw")
+        ev_pub = probe.publisher(EpisodeEvent, "/wvm/episode_event")
+        probe.wait_for(lambda: img_pub.get_subscription_count() > 0 and ev_pub.get_subscription_count() > 0,
+                       timeout=60, what="value node subscriptions", alive=alive)
+        # three kinds of bad frames
+        img_pub.publish(_image(96, 96, enc="yuv422", channels=2))
+        img_pub.publish(_image(64, 64))
+        bad = _image(96, 96)
+        bad.data = b""
+        img_pub.publish(bad)
+        probe.wait_for(lambda: any(int(v.get("rejected frames", 0)) >= 3 for _, _, v in _diag_values(probe)),
+                       timeout=20, what="3 rejected frames in diagnostics", alive=alive)
+        log = child.log_tail(200)
+        assert log.count("rejected frame on /camera/image_raw") == 1, log  # one rate-limited error
+        assert "yuv422" in log and "96x96" in log
+
+        # an attempt starts; good frames give UNTRAINED Progress stamped with the image
+        ev = EpisodeEvent(episode_id="ep-test", attempt=2, kind=EpisodeEvent.START, task="push the T")
+        t0 = time.time()
+        from wvm_ros.ros.stamps import sec_to_stamp
+        ev.header.stamp = sec_to_stamp(t0 - 0.01)
+        ev_pub.publish(ev)
+        time.sleep(0.3)
+        sent = []
+        for i in range(25):
+            s = t0 + 0.1 * i
+            sent.append(s)
+            img_pub.publish(_image(96, 96, stamp_s=s))
+            time.sleep(0.1)
+            alive()
+        probe.wait_for(lambda: any(m.valid for m in probe.get("/wvm/progress")), timeout=30,
+                       what="a valid Progress", alive=alive)
+        msgs = probe.get("/wvm/progress")
+        valid = [m for m in msgs if m.valid]
+        for m in msgs:
+            assert m.untrained and "UNTRAINED" in m.status and m.checkpoint_id == "UNTRAINED"
+            assert m.model_name == "tiny" and m.task == "push the T"
+        for m in valid:
+            assert 0.0 <= m.progress <= 1.0 and len(m.chunk) == 4
+            assert (m.episode_id, m.attempt) == ("ep-test", 2)
+            st = m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec
+            assert min(abs(st - s) for s in sent) < 1e-6  # header stamp = an image's stamp
+            assert m.header.frame_id == "camera"
+        probe.wait_for(lambda: probe.get("/wvm/overlay") and probe.get("/wvm/marker") and probe.get("/wvm/progress_value"),
+                       timeout=10, what="overlay, marker and Float32", alive=alive)
+        ov = probe.get("/wvm/overlay")[-1]
+        assert ov.encoding == "rgb8" and ov.width >= 96
+        assert "UNTRAINED" in probe.get("/wvm/marker")[-1].text
+        _, _, values = _diag_values(probe)[-1]
+        assert float(values["output rate (Hz)"]) >= 0 and int(values["rejected frames"]) >= 3
+        assert values["untrained"] == "True"
+        alive()
+
+
+class _SlowEstimator:
+    def __init__(self, delay=0.0, fail=False):
+        self.delay, self.fail, self.pushed = delay, fail, 0
+
+    def push(self, frame, stamp_s):
+        from wvm_ros.core.streaming import ValueEstimate
+
+        self.pushed += 1
+        time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return ValueEstimate(progress=0.5, chunk=np.full(4, 0.5, np.float32), stamp_s=stamp_s, latency_s=self.delay,
+                             valid=True, status="")
+
+    def reset(self):
+        pass
+
+    def set_task(self, text):
+        pass
+
+
+def _in_process_node(rclpy_context):
+    from wvm_ros.nodes.value_node import ValueNode
+
+    return ValueNode(context=rclpy_context)
+
+
+def test_inference_error_keeps_node_running_and_reports(rclpy_context):
+    """The estimator is replaced by one that raises (a GPU error cannot be caused here)."""
+    from wvm_ros.core.diagnostics import ERROR
+
+    node = _in_process_node(rclpy_context)
+    try:
+        published = []
+        node.pub_progress.publish = published.append
+        node.cameras[0].estimator = _SlowEstimator(fail=True)
+        cb = node._image_cb(node.cameras[0])
+        cb(_image(96, 96))
+        deadline = time.time() + 10
+        while not published and time.time() < deadline:
+            time.sleep(0.02)
+        assert published and not published[0].valid and "inference error" in published[0].status
+        assert node.stats.report().level == ERROR and node.worker.is_alive()
+        node.cameras[0].estimator = _SlowEstimator()
+        cb(_image(96, 96))
+        while len(published) < 2 and time.time() < deadline:
+            time.sleep(0.02)
+        assert published[-1].valid and published[-1].progress == pytest.approx(0.5)
+    finally:
+        node.destroy_node()
+
+
+def test_frames_arriving_during_inference_are_dropped_not_queued(rclpy_context):
+    node = _in_process_node(rclpy_context)
+    try:
+        slow = _SlowEstimator(delay=0.3)
+        node.cameras[0].estimator = slow
+        cb = node._image_cb(node.cameras[0])
+        t = time.time()
+        for i in range(20):
+            cb(_image(96, 96, stamp_s=t + 0.01 * i))
+            time.sleep(0.01)
+        time.sleep(0.8)
+        dropped = node.stats.counters["dropped frames"]
+        assert slow.pushed <= 4 and dropped >= 15 and slow.pushed + dropped == 20
+    finally:
+        node.destroy_node()

@@ -1,0 +1,367 @@
+"""Value node: live task progress from the World Value Model.
+
+Subscribes (defaults; remappable):
+  image_topics (parameter, list)  sensor_msgs/Image, one streaming window per camera
+  /wvm/task                       std_msgs/String (also the `task` parameter)
+  /wvm/episode_event              wvm_msgs/EpisodeEvent (START resets the windows; ids go into Progress)
+Publishes:
+  /wvm/progress        wvm_msgs/Progress (header.stamp = newest image used)
+  /wvm/progress_value  std_msgs/Float32 (valid estimates only)
+  /wvm/overlay         sensor_msgs/Image rgb8 (progress bar, value, task, episode state, UNTRAINED banner)
+  /wvm/marker          visualization_msgs/Marker TEXT_VIEW_FACING
+  /diagnostics         input/output rate, latency, dropped and rejected frames, errors
+
+Latest-frame semantics: subscription callbacks only validate a frame and put it in its
+camera's one-frame slot; an inference thread takes the newest frame of each camera. A frame
+replaced in its slot before inference took it is dropped and counted, never queued.
+With several cameras, each has its own window; Progress carries the mean of the cameras'
+latest valid estimates (the chunk of the camera that triggered the message).
+
+Missing or unreadable checkpoint: the node exits at start (code 2) with the path and the
+expected preset. Bad frames: rejected with one rate-limited error per topic, counted.
+Inference exceptions: Progress valid=false, diagnostics ERROR, the node keeps running.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float32, String
+from visualization_msgs.msg import Marker
+from wvm_msgs.msg import EpisodeEvent, Progress
+
+from wvm_ros.core.diagnostics import NodeStats, RateLimitedLog
+from wvm_ros.core.images import ENCODINGS, ImageError
+from wvm_ros.core.overlay import OverlayState, draw_overlay, episode_label
+from wvm_ros.ros.diagnostics import DiagnosticsPublisher
+from wvm_ros.ros.images import array_to_image_msg, image_msg_to_rgb8
+from wvm_ros.ros.qos import qos_from_name, reliable
+from wvm_ros.ros.stamps import stamp_to_sec
+
+SHIPPED_CHECKPOINT = "models/wvm-tiny-pusht"
+EVENT_NAMES = {getattr(EpisodeEvent, n): n for n in
+               ("START", "SUCCESS", "STALL", "REGRESSION", "TIMEOUT", "RETRY", "ABORT", "HUMAN_LABEL", "END",
+                "HOLD", "RESUME", "FAILURE") if hasattr(EpisodeEvent, n)}
+
+
+def resolve_checkpoint(param: str) -> str | None:
+    """The checkpoint to load: the parameter when set, else the shipped tiny model when
+    present (source tree or package share dir), else None (random weights: UNTRAINED)."""
+    if param:
+        return param
+    from wvm_ros.graph import find_data
+
+    p = find_data(SHIPPED_CHECKPOINT)
+    return str(p) if p is not None else None
+
+
+@dataclass
+class Camera:
+    topic: str
+    index: int
+    estimator: object
+    pending: tuple | None = None       # (rgb, stamp Time, frame_id, stamp_s)
+    last: object | None = None         # latest ValueEstimate
+    last_frame: np.ndarray | None = None
+    stamps: dict = field(default_factory=dict)
+
+
+class ValueNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("wvm_value", **kwargs)
+        p = self.declare_parameter
+        ck_param = str(p("checkpoint", "").value)
+        self.preset = str(p("preset", "tiny").value) or None
+        device = str(p("device", "cpu").value)
+        self.task = str(p("task", "").value)
+        topics = list(p("image_topics", ["/camera/image_raw"]).value)
+        image_qos = str(p("image_qos", "reliable").value)
+        self.expected_w = int(p("image_width", 0).value)
+        self.expected_h = int(p("image_height", 0).value)
+        self.overlay_every = int(p("overlay_every", 1).value)
+        self.marker_frame_id = str(p("marker_frame_id", "camera").value)
+        diag_period = float(p("diagnostics_period_s", 1.0).value)
+        self.stale_after_s = float(p("stale_after_s", 2.0).value)
+        if not topics or not all(isinstance(t, str) and t for t in topics):
+            raise ValueError(f"image_topics: expected a non-empty list of topic names, got {topics!r}")
+
+        from wvm_ros.core.model import ModelLoadError, load_value_model
+        from wvm_ros.core.streaming import StreamingValueEstimator
+
+        ckpt = resolve_checkpoint(ck_param)
+        try:
+            self.model = load_value_model(ckpt, preset=self.preset, device=device)
+        except ModelLoadError:
+            raise
+        except Exception as e:  # unreadable files raise all sorts of things: name the path and preset
+            raise ModelLoadError(f"cannot load checkpoint {ckpt} (expected preset {self.preset!r}): "
+                                 f"{type(e).__name__}: {e}") from e
+        self.untrained = bool(getattr(self.model, "untrained", ckpt is None))
+        self.model_name = str(getattr(self.model, "name", self.preset or ""))
+        self.checkpoint_id = str(getattr(self.model, "checkpoint_id", "UNTRAINED"))
+
+        self.lock = threading.Lock()          # guards camera slots, task, episode state
+        self.model_lock = threading.Lock()    # guards the estimators (used by the worker)
+        self.wake = threading.Event()
+        self.cameras: list[Camera] = []
+        for i, t in enumerate(topics):
+            est = StreamingValueEstimator(self.model, self.task)
+            self.cameras.append(Camera(topic=t, index=i, estimator=est))
+        self.task_pending: str | None = None
+        self.reset_pending = False
+        self.reset_after_s = -math.inf        # frames stamped before the last START are dropped
+        self.episode_id, self.attempt, self.episode_state = "", 0, ""
+        self.estimates = 0
+
+        self.stats = NodeStats(rates=("input", "output"), expect_input_within_s=5.0)
+        self.stats.extra.update({"model": self.model_name, "checkpoint": self.checkpoint_id,
+                                 "untrained": str(self.untrained), "device": device,
+                                 "image topics": ", ".join(topics)})
+        for k in ("dropped frames", "rejected frames", "errors"):
+            self.stats.count(k, 0)
+        if self.untrained:
+            self.stats.warn("UNTRAINED: randomly initialised weights, values are meaningless")
+        self.errlog = RateLimitedLog(5.0)
+
+        self.pub_progress = self.create_publisher(Progress, "/wvm/progress", reliable(20))
+        self.pub_value = self.create_publisher(Float32, "/wvm/progress_value", reliable(20))
+        self.pub_overlay = self.create_publisher(Image, "/wvm/overlay", qos_from_name(image_qos, 5))
+        self.pub_marker = self.create_publisher(Marker, "/wvm/marker", reliable(5))
+        qos = qos_from_name(image_qos)
+        for cam in self.cameras:
+            self.create_subscription(Image, cam.topic, self._image_cb(cam), qos)
+        self.create_subscription(String, "/wvm/task", self._on_task, reliable())
+        self.create_subscription(EpisodeEvent, "/wvm/episode_event", self._on_event, reliable(50))
+        self.diag = DiagnosticsPublisher(self, self.stats, name="wvm_value: value model",
+                                         hardware_id=device, period_s=diag_period)
+
+        self._running = True
+        self.worker = threading.Thread(target=self._work, name="wvm_value_inference", daemon=True)
+        self.worker.start()
+        cfg = getattr(self.model, "config", None)
+        self.get_logger().info(
+            f"value model {self.model_name} ({'UNTRAINED random weights' if self.untrained else ckpt}, "
+            f"checkpoint id {self.checkpoint_id}) on {device}; cameras {topics}; "
+            f"window h={getattr(cfg, 'h', '?')} at {getattr(cfg, 'sample_fps', '?')} fps; task {self.task!r}")
+
+    # --- subscription callbacks (fast: validate, store, wake the worker) --------------------
+    def _expected(self) -> str:
+        size = f"{self.expected_w}x{self.expected_h}" if self.expected_w and self.expected_h else "any size"
+        return f"one of {', '.join(sorted(ENCODINGS))}, {size}"
+
+    def _image_cb(self, cam: Camera):
+        expected_hw = (self.expected_h, self.expected_w) if self.expected_w and self.expected_h else None
+
+        def cb(msg: Image) -> None:
+            try:
+                rgb = image_msg_to_rgb8(msg, expected_hw)
+            except ImageError as e:
+                self.stats.count("rejected frames")
+                if self.errlog.should_log("reject:" + cam.topic):
+                    self.get_logger().error(
+                        f"rejected frame on {cam.topic}: {e} (encoding {msg.encoding!r}, {msg.width}x{msg.height}, "
+                        f"{len(msg.data)} bytes; expected {self._expected()}). Further rejections on this topic "
+                        f"are counted in /diagnostics and logged at most every 5 s.")
+                return
+            stamp = Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec)
+            t = stamp_to_sec(stamp)
+            with self.lock:
+                if t < self.reset_after_s:
+                    self.stats.count("dropped frames")  # from before the current attempt
+                    return
+                if cam.pending is not None:
+                    self.stats.count("dropped frames")
+                cam.pending = (rgb, stamp, msg.header.frame_id, t)
+            self.stats.tick("input")
+            self.wake.set()
+        return cb
+
+    def _on_task(self, msg: String) -> None:
+        with self.lock:
+            if msg.data != self.task:
+                self.task_pending = msg.data
+        self.get_logger().info(f"task: {msg.data!r}")
+        self.wake.set()
+
+    def _on_event(self, msg: EpisodeEvent) -> None:
+        kind = EVENT_NAMES.get(msg.kind, f"kind {msg.kind}")
+        with self.lock:
+            self.episode_id, self.attempt = msg.episode_id, int(msg.attempt)
+            state = kind if not msg.outcome else f"{kind} ({msg.outcome})"
+            self.episode_state = state
+            if msg.kind == EpisodeEvent.START:
+                self.reset_pending = True
+                self.reset_after_s = stamp_to_sec(msg.header.stamp)
+                for cam in self.cameras:
+                    if cam.pending is not None and cam.pending[3] < self.reset_after_s:
+                        cam.pending = None
+                if msg.task and msg.task != self.task:
+                    self.task_pending = msg.task
+        self.wake.set()
+
+    # --- inference thread -----------------------------------------------------------------
+    def _work(self) -> None:
+        while self._running:
+            if not self.wake.wait(timeout=0.2):
+                continue
+            self.wake.clear()
+            with self.lock:
+                reset, self.reset_pending = self.reset_pending, False
+                task, self.task_pending = self.task_pending, None
+                jobs = []
+                for cam in self.cameras:
+                    if cam.pending is not None:
+                        jobs.append((cam, cam.pending))
+                        cam.pending = None
+                episode = (self.episode_id, self.attempt, self.episode_state)
+            with self.model_lock:
+                if task is not None:
+                    try:
+                        for cam in self.cameras:
+                            cam.estimator.set_task(task)
+                        self.task = task
+                    except Exception as e:
+                        self._error(f"cannot set task {task!r}: {type(e).__name__}: {e}")
+                if reset:
+                    for cam in self.cameras:
+                        cam.estimator.reset()
+                        cam.last = None
+                for cam, (rgb, stamp, frame_id, t) in jobs:
+                    self._infer(cam, rgb, stamp, frame_id, t, episode)
+
+    def _infer(self, cam: Camera, rgb, stamp: Time, frame_id: str, t: float, episode) -> None:
+        t0 = time.perf_counter()
+        try:
+            est = cam.estimator.push(rgb, t)
+        except Exception as e:
+            self._error(f"inference failed on {cam.topic}: {type(e).__name__}: {e}")
+            self._publish(cam, None, stamp, frame_id, episode, status=f"inference error: {type(e).__name__}: {e}",
+                          latency=time.perf_counter() - t0, frame=rgb)
+            return
+        cam.last_frame = rgb
+        if est is not None:
+            cam.last = est
+            self.stats.add_latency(float(getattr(est, "latency_s", time.perf_counter() - t0)))
+        self._publish(cam, est, stamp, frame_id, episode, latency=time.perf_counter() - t0, frame=rgb)
+
+    def _error(self, text: str) -> None:
+        self.stats.error(text)
+        if self.errlog.should_log("error:" + text[:40]):
+            self.get_logger().error(text)
+
+    def _fused(self, cam: Camera, now_s: float) -> float | None:
+        vals = [c.last.progress for c in self.cameras
+                if c.last is not None and c.last.valid and (c is cam or now_s - c.last.stamp_s <= self.stale_after_s)]
+        return float(np.mean(vals)) if vals else None
+
+    def _publish(self, cam: Camera, est, stamp: Time, frame_id: str, episode, status: str = "",
+                 latency: float = 0.0, frame=None) -> None:
+        episode_id, attempt, state = episode
+        msg = Progress()
+        msg.header.stamp = stamp
+        msg.header.frame_id = frame_id
+        msg.task = self.task
+        msg.episode_id, msg.attempt = episode_id, attempt
+        msg.model_name, msg.checkpoint_id, msg.untrained = self.model_name, self.checkpoint_id, self.untrained
+        valid = est is not None and bool(getattr(est, "valid", True)) and not status
+        value = self._fused(cam, stamp_to_sec(stamp)) if valid else None
+        if valid and value is not None:
+            msg.progress = float(min(1.0, max(0.0, value)))
+            msg.chunk = [float(v) for v in np.asarray(est.chunk, dtype=np.float32).reshape(-1)]
+            msg.valid = True
+            msg.inference_latency = float(getattr(est, "latency_s", latency))
+        else:
+            msg.progress = float("nan")
+            msg.valid = False
+            msg.inference_latency = float(latency)
+            if not status:
+                status = str(getattr(est, "status", "") or "warming up") if est is not None else "warming up"
+        parts = [s for s in (status, str(getattr(est, "status", "") or "") if valid else "") if s]
+        if self.untrained:
+            parts.insert(0, "UNTRAINED")
+        msg.status = "; ".join(dict.fromkeys(parts))
+        self.pub_progress.publish(msg)
+        self.stats.tick("output")
+        if msg.valid:
+            self.pub_value.publish(Float32(data=msg.progress))
+        self.estimates += 1
+        if cam.index == 0:
+            self._publish_marker(msg)
+            if self.overlay_every > 0 and frame is not None and self.estimates % self.overlay_every == 0:
+                self._publish_overlay(msg, frame, state)
+
+    def _publish_overlay(self, msg: Progress, frame: np.ndarray, state: str) -> None:
+        try:
+            img = draw_overlay(frame, OverlayState(
+                progress=msg.progress if msg.valid else None, valid=msg.valid, task=msg.task,
+                episode=episode_label(msg.episode_id, msg.attempt, state), status=msg.status,
+                untrained=self.untrained, model=f"{self.model_name}@{self.checkpoint_id}"))
+            out = array_to_image_msg(img, "rgb8")
+            out.header = msg.header
+            self.pub_overlay.publish(out)
+        except Exception as e:  # the overlay must never stop the estimates
+            self._error(f"overlay failed: {type(e).__name__}: {e}")
+
+    def _publish_marker(self, msg: Progress) -> None:
+        m = Marker()
+        m.header.stamp = msg.header.stamp
+        m.header.frame_id = self.marker_frame_id or msg.header.frame_id
+        m.ns, m.id = "wvm_progress", 0
+        m.type, m.action = Marker.TEXT_VIEW_FACING, Marker.ADD
+        m.pose.position.z = 0.3
+        m.pose.orientation.w = 1.0
+        m.scale.z = 0.08
+        p = msg.progress if msg.valid else 0.0
+        m.color.r, m.color.g, m.color.b, m.color.a = float(1.0 - p), float(p), 0.2, 1.0
+        value = f"{msg.progress:.2f}" if msg.valid else "--"
+        m.text = f"progress {value}" + (" (UNTRAINED)" if self.untrained else "")
+        self.pub_marker.publish(m)
+
+    def destroy_node(self):
+        self._running = False
+        self.wake.set()
+        if self.worker.is_alive():
+            self.worker.join(timeout=5)
+        return super().destroy_node()
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    rc = 0
+    try:
+        node = ValueNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as e:
+        from wvm_ros.core.model import ModelLoadError
+
+        if isinstance(e, ModelLoadError):
+            print(f"wvm_value: cannot start: {e}", file=sys.stderr, flush=True)
+            rc = 2
+        else:
+            import traceback
+
+            traceback.print_exc()
+            print(f"wvm_value: cannot start: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            rc = 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
