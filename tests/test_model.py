@@ -157,3 +157,29 @@ def test_training_loss_backward_and_lambda_zero(tiny):
     out["loss"].backward()
     assert tiny.frame_encoder.net[0].weight.grad is not None
     tiny.zero_grad()
+
+
+def test_parts_export_to_onnx(tiny, tmp_path):
+    """encode_frames and predict_chunk export on their own (legacy exporter) and match torch."""
+    ort = pytest.importorskip("onnxruntime")
+    c = tiny.config
+
+    class Chunk(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, w, p, t):
+            return self.m.predict_chunk(w, p, t)
+
+    w = torch.randn(1, c.window_frames, *c.latent_shape)
+    p = torch.tensor([0.4])
+    t = torch.randn(1, 1, c.text_dim)
+    path = tmp_path / "chunk.onnx"
+    with torch.no_grad():
+        torch.onnx.export(Chunk(tiny), (w, p, t), str(path), dynamo=False,
+                          input_names=["latent_window", "prefix_value", "text_emb"], output_names=["chunk"])
+        ref = tiny.predict_chunk(w, p, t).numpy()
+    out = ort.InferenceSession(str(path)).run(None, {"latent_window": w.numpy(), "prefix_value": p.numpy(),
+                                                      "text_emb": t.numpy()})[0]
+    assert np.abs(out - ref).max() < 1e-4

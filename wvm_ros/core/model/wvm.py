@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 from lerobot.policies.fastwam.wan import ActionDiT, MoT, WanVideoDiT
-from lerobot.policies.fastwam.wan.model import rope_params, sinusoidal_embedding_1d
+from lerobot.policies.fastwam.wan.model import sinusoidal_embedding_1d
 from lerobot.policies.fastwam.wan.video_dit import WanContinuousFlowMatchScheduler
 
 from .config import WVMConfig
@@ -71,20 +71,25 @@ def _project_self_attention_real(self, x: torch.Tensor, freqs):
     return _rope_real(q, cos, sin, self.num_heads), _rope_real(k, cos, sin, self.num_heads), v
 
 
+def _rope_angles(max_seq_len: int, dim: int, theta: float = 10000.0) -> torch.Tensor:
+    """Angles of lerobot's `rope_params(max_seq_len, dim)` (which returns polar(1, angles)), real-valued."""
+    inv = 1.0 / torch.pow(theta, torch.arange(0, dim, 2, dtype=torch.float64).div(dim))
+    return torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv)
+
+
 def video_rope_angles(head_dim: int, f: int, h: int, w: int) -> torch.Tensor:
     """Angles [f*h*w, head_dim/2] of Wan's 3D RoPE (time, height, width split)."""
     d = head_dim
-    freqs = torch.cat([rope_params(1024, d - 4 * (d // 6)), rope_params(1024, 2 * (d // 6)),
-                       rope_params(1024, 2 * (d // 6))], dim=1)
-    c = d // 2
-    f0, f1, f2 = freqs.split([c - 2 * (c // 3), c // 3, c // 3], dim=1)
+    f0 = _rope_angles(max(f, 1), d - 4 * (d // 6))
+    f1 = _rope_angles(max(h, 1), 2 * (d // 6))
+    f2 = _rope_angles(max(w, 1), 2 * (d // 6))
     grid = torch.cat([f0[:f].view(f, 1, 1, -1).expand(f, h, w, -1), f1[:h].view(1, h, 1, -1).expand(f, h, w, -1),
                       f2[:w].view(1, 1, w, -1).expand(f, h, w, -1)], dim=-1)
-    return torch.angle(grid.reshape(f * h * w, -1))
+    return grid.reshape(f * h * w, -1)
 
 
 def value_rope_angles(head_dim: int, s: int) -> torch.Tensor:
-    return torch.angle(rope_params(1024, head_dim)[:s])
+    return _rope_angles(s, head_dim)
 
 
 class WorldValueModel(nn.Module):
@@ -223,14 +228,18 @@ class WorldValueModel(nn.Module):
 
     def attention_mask(self, n_clean: int, n_future: int, n_value: int, device=None) -> torch.Tensor:
         """Joint [video + value] mask, True = may attend (see module docstring)."""
-        nv = n_clean + n_future
-        n = nv + n_value
-        m = torch.zeros((n, n), dtype=torch.bool, device=device)
-        m[:n_clean, :n_clean] = True
-        m[n_clean:nv, :nv] = True
-        m[nv:, :n_clean] = True
-        m[nv:, nv:] = True
-        return m
+        key = ("mask", n_clean, n_future, n_value, str(device))
+        if key not in self._rope_cache:
+            nv = n_clean + n_future
+            n = nv + n_value
+            m = torch.zeros((n, n), dtype=torch.bool)
+            m[:n_clean, :n_clean] = True
+            if n_future:
+                m[n_clean:nv, :nv] = True
+            m[nv:, :n_clean] = True
+            m[nv:, nv:] = True
+            self._rope_cache[key] = m.to(device)
+        return self._rope_cache[key]
 
     def joint_forward(self, latents: torch.Tensor, frame_sigma: torch.Tensor, n_clean_frames: int,
                       y: torch.Tensor, tok_sigma: torch.Tensor, text: torch.Tensor,
