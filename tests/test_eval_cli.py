@@ -26,8 +26,10 @@ def make_dataset(root, size=32, kinds=("expert", "hesitation", "retry", "expert"
     features = {
         camera: {"dtype": "video", "shape": (size, size, 3), "names": ["height", "width", "channels"]},
         "progress": {"dtype": "float32", "shape": (1,), "names": None},
-        "segment": {"dtype": "int64", "shape": (1,), "names": SEGMENT_NAMES},
+        "segment": {"dtype": "int64", "shape": (1,), "names": None},  # codes as `wvm sim-collect` writes them
+        "kind": {"dtype": "int64", "shape": (1,), "names": None},
     }
+    kind_codes = ["expert", "hesitation", "retry", "stuck", "random"]
     ds = LeRobotDataset.create(repo_id="local/evaltest", root=root, fps=FPS, features=features, use_videos=True)
     for kind in kinds:
         gt = _gt(kind)
@@ -36,7 +38,8 @@ def make_dataset(root, size=32, kinds=("expert", "hesitation", "retry", "expert"
             frame = np.zeros((size, size, 3), np.uint8)
             frame[:, : int(round(size * gt[t]))] = 255
             ds.add_frame({camera: frame, "progress": np.array([gt[t]], np.float32),
-                          "segment": np.array([seg]), "task": "push the T onto the target"})
+                          "segment": np.array([seg]),
+                          "kind": np.array([kind_codes.index(kind)]), "task": "push the T onto the target"})
         ds.save_episode()
     ds.finalize()
     return root

@@ -254,8 +254,11 @@ def evaluate(episodes: Sequence[EvalEpisode], methods: Iterable[Method], progres
 #: per-frame segment-label columns looked for, in order, and the columns naming the attempt kind
 SEGMENT_KEYS = ("segment", "segment_label", "segment_kind")
 KIND_KEYS = ("attempt_kind", "episode_kind", "kind")
-#: int segment codes when the dataset names none (wvm_ros.core.sim.scripted.SEGMENT_KINDS)
+#: int codes when the dataset names none: wvm_ros.core.sim.scripted.SEGMENT_KINDS and
+#: wvm_ros.core.sim.rollout.EPISODE_KINDS (what `wvm sim-collect` writes; it also lists them in
+#: meta/wvm_sim_collect.json as segment_codes / kind_codes, which win when present)
 DEFAULT_SEGMENT_NAMES = ("progress", "hesitation", "retry", "stuck", "random")
+DEFAULT_KIND_NAMES = ("expert", "hesitation", "retry", "stuck", "random")
 
 
 def label_runs(labels: Sequence[str], kind: str) -> list[tuple[int, int]]:
@@ -281,12 +284,12 @@ def _names_of(feature: dict) -> list[str] | None:
     return None
 
 
-def _decode_labels(values, feature: dict | None) -> list[str]:
+def _decode_labels(values, feature: dict | None, default_names: Sequence[str] = DEFAULT_SEGMENT_NAMES) -> list[str]:
     vals = [v.item() if hasattr(v, "item") else v for v in values]
     vals = [v[0] if isinstance(v, (list, tuple)) and len(v) == 1 else v for v in vals]
     if all(isinstance(v, str) for v in vals):
         return [v.lower() for v in vals]
-    names = (_names_of(feature) if feature else None) or list(DEFAULT_SEGMENT_NAMES)
+    names = (_names_of(feature) if feature else None) or list(default_names)
     out = []
     for v in vals:
         iv = int(v)
@@ -360,6 +363,15 @@ def load_lerobot_episodes(
     segment_key = segment_key or next((k for k in SEGMENT_KEYS if k in feats), None)
     kind_key = kind_key or next((k for k in KIND_KEYS if k in feats), None)
     is_video = camera_key in ds.meta.video_keys
+    seg_names, kind_names = DEFAULT_SEGMENT_NAMES, DEFAULT_KIND_NAMES
+    collect_meta = root / "meta" / "wvm_sim_collect.json"
+    if collect_meta.is_file():
+        try:
+            cm = json.loads(collect_meta.read_text())
+            seg_names = tuple(cm.get("segment_codes") or seg_names)
+            kind_names = tuple(cm.get("kind_codes") or kind_names)
+        except (OSError, ValueError):
+            pass
 
     hf = ds.hf_dataset
     cols = ["episode_index", "frame_index", "timestamp", "task_index"]
@@ -395,12 +407,13 @@ def load_lerobot_episodes(
             gt = np.asarray(table[gt_key], dtype=np.float64).reshape(len(ep_col), -1)[order, 0]
         else:
             gt = np.arange(T) / max(T - 1, 1)
-        labels = (_decode_labels(np.asarray(table[segment_key]).reshape(len(ep_col), -1)[order, 0], feats.get(segment_key))
+        labels = (_decode_labels(np.asarray(table[segment_key]).reshape(len(ep_col), -1)[order, 0],
+                                 feats.get(segment_key), seg_names)
                   if segment_key else ["progress"] * T)
         explicit = None
         if kind_key:
-            kv = _decode_labels(np.asarray(table[kind_key]).reshape(len(ep_col), -1)[order[:1], 0], feats.get(kind_key))
-            explicit = kv[0]
+            explicit = _decode_labels(np.asarray(table[kind_key]).reshape(len(ep_col), -1)[order[:1], 0],
+                                      feats.get(kind_key), kind_names)[0]
         task_idx = int(np.asarray(table["task_index"]).reshape(-1)[order[0]])
         out.append(EvalEpisode(
             episode_index=int(ep_idx), task=task_of.get(task_idx, ""), kind=_episode_kind(labels, explicit),
