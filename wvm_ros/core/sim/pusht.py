@@ -104,6 +104,7 @@ class PushTSim:
         success_threshold: float | None = None,
         max_start_coverage: float = 0.5,
         render_action: bool = False,
+        control_hz: int = 10,
     ):
         # gym-pusht imports pygame, which prints a banner unless told not to
         import os
@@ -133,7 +134,13 @@ class PushTSim:
         self.success_threshold = (
             float(success_threshold) if success_threshold is not None else float(self._env.success_threshold)
         )
-        self.control_hz = float(self._env.control_hz)
+        # gym-pusht integrates 1 / control_hz s per step in 0.01 s physics steps
+        if isinstance(control_hz, bool) or int(control_hz) != control_hz or int(control_hz) < 1 \
+                or 100 % int(control_hz) != 0:
+            raise ValueError(f"control_hz: expected a divisor of 100 (1, 2, 4, 5, 10, 20, 25, 50, 100), "
+                             f"got {control_hz!r}")
+        self._env.control_hz = int(control_hz)
+        self.control_hz = float(control_hz)
         self.steps = 0
         self.start_coverage = 0.0
         self._coverage = 0.0

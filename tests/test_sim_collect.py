@@ -1,0 +1,63 @@
+"""`wvm sim-collect` end to end on a tiny dataset."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from wvm_ros.cli.main import main
+from wvm_ros.core.dataset import read_episode_metadata
+from wvm_ros.core.groundtruth import hesitation_progress, retry_progress
+
+
+def test_sim_collect_tiny(tmp_path, capsys):
+    out = tmp_path / "pusht"
+    rc = main(["sim-collect", "--output", str(out), "--episodes", "3", "--kinds", "expert,hesitation,retry",
+               "--seed", "0", "--image-size", "32", "--video", "no", "--quiet", "--value-horizon", "3"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["episodes"] == 3 and summary["scripted_expert_success"]["rate"] > 0.5
+    assert json.loads((out / "meta" / "wvm_sim_collect.json").read_text())["frames"] == summary["frames"]
+
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    ds = LeRobotDataset("local/pusht_wvm", root=out)
+    assert ds.num_episodes == 3 and len(ds) == summary["frames"]
+    meta = read_episode_metadata(out)
+    assert [m["kind"] for m in meta] == ["expert", "hesitation", "retry"]
+    table = ds.hf_dataset.with_format("numpy")
+    for m in meta:
+        sl = slice(m["index_from"], m["index_from"] + m["length"])
+        prog = np.asarray(table["progress"][sl]).reshape(-1)
+        seg = np.asarray(table["segment"][sl]).reshape(-1)
+        T = m["length"]
+        assert prog[0] == 0.0 and prog[-1] == pytest.approx(1.0)
+        assert bool(np.asarray(table["next.done"][sl]).reshape(-1)[-1])
+        assert bool(np.asarray(table["next.success"][sl]).reshape(-1)[-1])
+        if m["kind"] == "expert":
+            np.testing.assert_allclose(prog, np.arange(T) / (T - 1), atol=1e-6)
+            assert not seg.any()
+        else:
+            a, b = m["segment"]
+            code = 1 if m["kind"] == "hesitation" else 2
+            assert (seg[a:b] == code).all() and (seg[:a] == 0).all() and (seg[b:] == 0).all()
+            fn = hesitation_progress if m["kind"] == "hesitation" else retry_progress
+            np.testing.assert_allclose(prog, fn(T, a, b), atol=1e-6)
+        chunk = np.asarray(table["value_chunk"][sl])
+        assert chunk.shape == (T, 3)
+        np.testing.assert_allclose(chunk[:-2, 2], prog[2:], atol=1e-6)
+        cov = np.asarray(table["progress_coverage"][sl]).reshape(-1)
+        assert cov[0] == 0.0 and cov[-1] == 1.0
+    item = ds[0]
+    assert tuple(item["observation.image"].shape) == (3, 32, 32)
+    sarm = pq.read_table(out / "sarm_progress.parquet").to_pandas()
+    assert len(sarm) == len(ds)
+    np.testing.assert_allclose(sarm["progress_sparse"], np.asarray(table["progress"]).reshape(-1), atol=1e-6)
+
+
+def test_sim_collect_rejects_bad_kind(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["sim-collect", "--output", str(tmp_path / "x"), "--kinds", "expert,nap"])
+    assert "nap" in capsys.readouterr().err
