@@ -1,0 +1,206 @@
+"""Policy node as its own process over DDS.
+
+* the value publisher dies mid-attempt: the policy holds (HOLD event, diagnostics WARN,
+  hold actions = current position), and resumes (RESUME) when values return; a human label
+  on the topic then wins over the model and the sim's reset starts attempt 2;
+* no reset service: the attempt's end is followed by ABORT with the reason, no crash;
+  invalid Progress (not valid, NaN, out of range) is ignored and counted; the label service
+  wins over the model.
+
+The value stand-in is a tiny process (the value node's real model is tested elsewhere):
+it publishes wvm_msgs/Progress with a fixed value at 10 Hz, so killing and restarting it
+is cheap and deterministic.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import pytest
+
+from conftest import node_cmd, requires_ros
+
+pytestmark = [requires_ros, pytest.mark.ros]
+
+STANDIN = r"""
+import sys, rclpy
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from wvm_msgs.msg import Progress
+rclpy.init()
+n = Node("value_standin")
+pub = n.create_publisher(Progress, "/wvm/progress", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+value = float(sys.argv[1])
+def tick():
+    m = Progress(); m.progress = value; m.valid = True; m.status = "stand-in"
+    m.header.stamp = n.get_clock().now().to_msg()
+    pub.publish(m)
+n.create_timer(0.1, tick)
+try:
+    rclpy.spin(n)
+except Exception:
+    pass
+"""
+
+
+def kinds_of(probe):
+    from wvm_msgs.msg import EpisodeEvent
+
+    names = {getattr(EpisodeEvent, k): k for k in ("START", "SUCCESS", "STALL", "REGRESSION", "TIMEOUT", "RETRY",
+                                                     "ABORT", "HUMAN_LABEL", "END", "HOLD", "RESUME", "FAILURE")}
+    return [(names[int(e.kind)], e) for e in probe.get("/wvm/episode_event")]
+
+
+def has_event(probe, kind, n=1):
+    return sum(1 for k, _ in kinds_of(probe) if k == kind) >= n
+
+
+def policy_diag(probe):
+    from wvm_ros.ros.diagnostics import status_level, status_values
+
+    out = []
+    for arr in probe.get("/diagnostics"):
+        for st in arr.status:
+            if st.name.startswith("wvm_policy"):
+                out.append((status_level(st), st.message, status_values(st)))
+    return out
+
+
+def test_value_node_dies_policy_holds_then_resumes(ros_env, procs):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray, String
+    from wvm_msgs.msg import EpisodeEvent
+
+    from wvm_ros.ros.testing import TopicProbe
+
+    topics = {"/wvm/episode_event": EpisodeEvent, "/robot/action": Float64MultiArray,
+              "/robot/joint_states": JointState, "/diagnostics": DiagnosticArray}
+    with TopicProbe(topics) as probe:   # before the nodes start: events are not latched for it
+        sim = procs.start("sim_robot", node_cmd("wvm_ros.nodes.sim_robot_node", "-p", "width:=48", "-p", "height:=48"),
+                          env=ros_env)
+        value = procs.start("value", [sys.executable, "-c", STANDIN, "0.3"], env=ros_env)
+        policy = procs.start("policy", node_cmd(
+            "wvm_ros.nodes.policy_node", "-p", "progress_max_age_s:=0.6", "-p", "stall_min_gain:=0.0",
+            "-p", "timeout_s:=120.0", "-p", "start_delay_s:=1.0", "-p", "max_attempts:=2",
+            "-p", "diagnostics_period_s:=0.3"), env=ros_env)
+
+        def alive():
+            for c in (sim, policy):
+                if not c.alive():
+                    raise AssertionError(f"{c.name} died:\n" + c.log_tail())
+
+        probe.wait_for(lambda: has_event(probe, "START"), timeout=40, what="START", alive=alive)
+        n0 = len(probe.get("/robot/action"))
+        probe.wait_for(lambda: len(probe.get("/robot/action")) > n0 + 5, timeout=20, what="actions", alive=alive)
+        assert not has_event(probe, "HOLD")
+
+        # the value publisher dies mid-attempt
+        procs.kill(value)
+        t_kill = time.monotonic()
+        probe.wait_for(lambda: has_event(probe, "HOLD"), timeout=10, what="HOLD after the value stand-in died",
+                       alive=alive)
+        assert time.monotonic() - t_kill < 0.6 + 2.0            # within the watchdog age (+ DDS slack)
+        hold = [e for k, e in kinds_of(probe) if k == "HOLD"][0]
+        assert "old" in hold.reason and hold.attempt == 1
+        probe.wait_for(lambda: any(lv == 1 and "holding" in msg for lv, msg, _ in policy_diag(probe)),
+                       timeout=10, what="diagnostics WARN 'holding'", alive=alive)
+        # while holding, the commanded target is the agent's current position: the agent stays put
+        time.sleep(1.0)
+        na = len(probe.get("/robot/action"))
+        probe.wait_for(lambda: len(probe.get("/robot/action")) > na + 5, timeout=10, what="hold actions")
+        js = probe.get("/robot/joint_states")[-1]
+        last = probe.get("/robot/action")[-1].data
+        assert math.dist(last, js.position[:2]) < 3.0
+        assert not has_event(probe, "RESUME")
+
+        # values come back: RESUME
+        procs.start("value2", [sys.executable, "-c", STANDIN, "0.35"], env=ros_env)
+        probe.wait_for(lambda: has_event(probe, "RESUME"), timeout=20, what="RESUME after restart", alive=alive)
+        probe.wait_for(lambda: policy_diag(probe) and policy_diag(probe)[-1][0] == 0, timeout=10,
+                       what="diagnostics back to OK", alive=alive)
+
+        # a human label on the topic wins over the model; the sim's reset starts attempt 2
+        label = probe.publisher(String, "/wvm/human_label")
+        probe.wait_for(lambda: label.get_subscription_count() > 0, timeout=10, what="label subscriber")
+        label.publish(String(data="failure: operator saw the block slip"))
+        probe.wait_for(lambda: has_event(probe, "START", 2), timeout=20, what="second START", alive=alive)
+        ks = [k for k, _ in kinds_of(probe)]
+        assert ks[:7] == ["START", "HOLD", "RESUME", "HUMAN_LABEL", "END", "RETRY", "START"], ks
+        hl = [e for k, e in kinds_of(probe) if k == "HUMAN_LABEL"][0]
+        assert hl.outcome == "failure" and "slip" in hl.reason
+        assert [e for k, e in kinds_of(probe) if k == "START"][1].attempt == 2
+
+
+def test_missing_reset_service_aborts_and_invalid_progress_is_counted(ros_env, procs):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import JointState
+    from wvm_msgs.msg import EpisodeEvent, Progress
+    from wvm_msgs.srv import LabelAttempt
+
+    from wvm_ros.ros.testing import TopicProbe
+
+    policy = procs.start("policy", node_cmd(
+        "wvm_ros.nodes.policy_node", "-p", "reset_timeout_s:=1.5", "-p", "start_delay_s:=0.0",
+        "-p", "stall_min_gain:=0.0", "-p", "timeout_s:=120.0", "-p", "progress_max_age_s:=30.0",
+        "-p", "diagnostics_period_s:=0.3", "-p", "reset_service:=/no_such/reset"), env=ros_env)
+
+    def alive():
+        if not policy.alive():
+            raise AssertionError("policy died:\n" + policy.log_tail())
+
+    topics = {"/wvm/episode_event": EpisodeEvent, "/diagnostics": DiagnosticArray}
+    with TopicProbe(topics) as probe:
+        js_pub = probe.publisher(JointState, "/robot/joint_states")
+        prog_pub = probe.publisher(Progress, "/wvm/progress")
+
+        def send_state():
+            js_pub.publish(JointState(name=["agent_x", "agent_y", "block_x", "block_y", "block_theta"],
+                                      position=[100.0, 100.0, 300.0, 300.0, 0.5]))
+
+        def send(p, valid=True):
+            m = Progress()
+            m.progress, m.valid = p, valid
+            prog_pub.publish(m)
+
+        def started():
+            send_state()
+            return has_event(probe, "START")
+        probe.wait_for(started, timeout=30, what="START", alive=alive)
+
+        # invalid values that would all be "success" if believed: ignored and counted
+        for _ in range(8):
+            send(float("nan"))
+            send(1.5)
+            send(0.99, valid=False)
+            send_state()
+            time.sleep(0.1)
+
+        def counted():
+            d = policy_diag(probe)
+            if not d:
+                return False
+            v = d[-1][2]
+            return (int(v.get("progress ignored: NaN/inf", 0)) >= 8 and int(v.get("progress ignored: out of range", 0)) >= 8
+                    and int(v.get("progress ignored: not valid", 0)) >= 8)
+        probe.wait_for(counted, timeout=10, what="ignored Progress counted in diagnostics", alive=alive)
+        assert [k for k, _ in kinds_of(probe)] == ["START"]     # none of them decided anything
+
+        # a valid low value, then the human label service says success: it wins
+        send(0.2)
+        req = LabelAttempt.Request(label=LabelAttempt.Request.SUCCESS, reason="operator: done")
+        res = probe.call(LabelAttempt, "/wvm/label_attempt", req, timeout=10)
+        assert res.accepted, res.message
+        probe.wait_for(lambda: has_event(probe, "ABORT"), timeout=10, what="ABORT (no reset service)", alive=alive)
+        ks = kinds_of(probe)
+        assert [k for k, _ in ks] == ["START", "HUMAN_LABEL", "END", "ABORT"]
+        assert ks[1][1].outcome == "success" and ks[2][1].outcome == "success"
+        assert "/no_such/reset" in ks[3][1].reason and "not available" in ks[3][1].reason
+        # no crash; a label with nothing to label is refused, not fatal
+        time.sleep(0.5)
+        alive()
+        res = probe.call(LabelAttempt, "/wvm/label_attempt",
+                         LabelAttempt.Request(label=7, reason="bad"), timeout=10)
+        assert not res.accepted and "expected" in res.message
+        alive()
