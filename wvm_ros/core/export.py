@@ -102,6 +102,7 @@ def export_part(part: ModelPart, out_dir: str | os.PathLike, dynamic_batch: bool
         torch.backends.mha.set_fastpath_enabled(False)
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # the legacy-exporter deprecation and tracer notes
+            module(*args)  # fill lazily computed caches (e.g. RoPE tables) so they trace as constants
             torch.onnx.export(module, args, str(tmp), dynamo=False, input_names=names,
                               output_names=list(part.outputs), dynamic_axes=dyn, opset_version=opset,
                               do_constant_folding=True)
