@@ -120,8 +120,9 @@ class WorldValueModel(nn.Module):
         for layer in self.mot.layers:
             for block in layer.blocks.values():
                 block.project_self_attention = types.MethodType(_project_self_attention_real, block)
-        self.video_sched = WanContinuousFlowMatchScheduler(c.num_train_timesteps, c.video_train_shift)
-        self.value_sched = WanContinuousFlowMatchScheduler(c.num_train_timesteps, c.value_train_shift)
+        with torch.device("cpu"):  # the schedulers precompute constants (also when built on the meta device)
+            self.video_sched = WanContinuousFlowMatchScheduler(c.num_train_timesteps, c.video_train_shift)
+            self.value_sched = WanContinuousFlowMatchScheduler(c.num_train_timesteps, c.value_train_shift)
         self.text_embedder = TextEmbedder(c)
         self.name = c.name
         self.checkpoint_id = "UNTRAINED"
