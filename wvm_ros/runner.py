@@ -47,8 +47,15 @@ class GraphRunner:
     def children(self) -> list[Child]:
         return self.group.children
 
-    def start(self) -> None:
+    def start(self, only: Sequence[str] | None = None) -> None:
+        """Start the nodes (those named in `only`, in graph order) that are not running yet."""
+        started = {c.name for c in self.group.children}
+        unknown = set(only or ()) - {s.name for s in self.specs}
+        if unknown:
+            raise ValueError(f"no such nodes in the graph: {sorted(unknown)}")
         for spec in self.specs:
+            if spec.name in started or (only is not None and spec.name not in only):
+                continue
             argv = spec.argv(self.python)
             child = self.group.start(spec.name, argv, env=self.env)
             where = f" (log {child.log_path})" if child.log_path else ""
