@@ -1,0 +1,206 @@
+"""Bags -> LeRobot dataset: alignment, recorded and offline values, determinism, missing topics."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wvm_ros.core import bag as B
+from wvm_ros.core.bag2lerobot import (AlignConfig, ConversionError, FrameAligner, convert_bags,
+                                      parse_image_keys)
+
+NS = 1_000_000_000
+
+
+def _hdr(stamp_ns: int, frame_id="camera"):
+    H, T = B.msg_class("std_msgs/msg/Header"), B.msg_class("builtin_interfaces/msg/Time")
+    return H(stamp=T(sec=stamp_ns // NS, nanosec=stamp_ns % NS), frame_id=frame_id)
+
+
+def image(stamp_ns, value, h=16, w=16):
+    Img = B.msg_class("sensor_msgs/msg/Image")
+    data = np.full((h, w, 3), value % 256, np.uint8)
+    data[0, 0] = [1, 2, 3]
+    return B.serialize(Img(header=_hdr(stamp_ns), height=h, width=w, encoding="rgb8", is_bigendian=0,
+                           step=w * 3, data=data.reshape(-1)), "sensor_msgs/msg/Image")
+
+
+def joints(stamp_ns, x):
+    J = B.msg_class("sensor_msgs/msg/JointState")
+    return B.serialize(J(header=_hdr(stamp_ns), name=["agent_x", "agent_y"],
+                         position=np.array([x, 2 * x], np.float64), velocity=np.zeros(0), effort=np.zeros(0)),
+                       "sensor_msgs/msg/JointState")
+
+
+def action(x):
+    F = B.msg_class("std_msgs/msg/Float64MultiArray")
+    L = B.msg_class("std_msgs/msg/MultiArrayLayout")
+    return B.serialize(F(layout=L(dim=[], data_offset=0), data=np.array([x, x + 0.5])),
+                       "std_msgs/msg/Float64MultiArray")
+
+
+def progress(stamp_ns, v, valid=True):
+    P = B.msg_class("wvm_msgs/msg/Progress")
+    return B.serialize(P(header=_hdr(stamp_ns), progress=v, chunk=np.array([v] * 4, np.float32), valid=valid,
+                         status="", task="push", episode_id="e", attempt=1, model_name="tiny",
+                         checkpoint_id="abc", untrained=False, inference_latency=0.01),
+                       "wvm_msgs/msg/Progress")
+
+
+def f32(v):
+    return B.serialize(B.msg_class("std_msgs/msg/Float32")(data=v), "std_msgs/msg/Float32")
+
+
+def make_bag(out: Path, name: str, n=12, outcome="success", t0=10 * NS, with_progress=True,
+             with_state=True, fps=10):
+    w = B.BagWriter(out / name, custom_data={"task": "push the T", "episode_id": name, "attempt": 1})
+    w.add_topic("/camera/image_raw", "sensor_msgs/msg/Image")
+    if with_state:
+        w.add_topic("/robot/joint_states", "sensor_msgs/msg/JointState")
+    w.add_topic("/robot/action", "std_msgs/msg/Float64MultiArray")
+    w.add_topic("/sim/ground_truth_progress", "std_msgs/msg/Float32")
+    if with_progress:
+        w.add_topic("/wvm/progress", "wvm_msgs/msg/Progress")
+    dt = NS // fps
+    for i in range(n):
+        t = t0 + i * dt
+        if with_state:
+            w.write("/robot/joint_states", joints(t, float(i)), t - 1_000_000)
+        w.write("/sim/ground_truth_progress", f32(i / n), t - 500_000)
+        w.write("/camera/image_raw", image(t, i), t + 2_000_000)          # received 2 ms after capture
+        w.write("/robot/action", action(float(i)), t + 5_000_000)         # the policy's answer
+        if with_progress and i >= 2:
+            # the estimate for image i arrives 30 ms later and is stamped with it
+            w.write("/wvm/progress", progress(t, (i + 1) / n), t + 30_000_000)
+    w.close({"outcome": outcome, "final_progress": "1.0"})
+    return out / name
+
+
+def dataset_digest(root: Path) -> str:
+    """Every file byte for byte, except parquet files: their tables (HF `datasets` puts a
+    random fingerprint into the parquet schema metadata, which is not data)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            if p.suffix == ".parquet":
+                t = pq.read_table(p).replace_schema_metadata(None)
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, t.schema) as w:
+                    w.write_table(t)
+                h.update(sink.getvalue().to_pybytes())
+            else:
+                h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_aligner_rules():
+    cfg = AlignConfig(max_age_s=0.05)
+    al = FrameAligner(cfg)
+    al.push("/robot/joint_states", 0, np.array([1.0], np.float32))
+    al.push("/camera/image_raw", 10 * 10**6, (10 * 10**6, np.zeros((2, 2, 3), np.uint8)))
+    al.push("/robot/action", 5 * 10**6, np.array([0.0], np.float32))      # before the frame
+    al.push("/robot/action", 15 * 10**6, np.array([9.0], np.float32))     # answer to the frame
+    assert al.pop_ready(16 * 10**6) == []     # progress may still come
+    al.push("/wvm/progress", 40 * 10**6, {"stamp_ns": 10 * 10**6, "progress": 0.4, "chunk": [0.1, 0.4],
+                                           "valid": True})
+    # a second frame whose state is too old (> 50 ms)
+    al.push("/camera/image_raw", 80 * 10**6, (80 * 10**6, np.zeros((2, 2, 3), np.uint8)))
+    frames = al.pop_ready(41 * 10**6) + al.finish()
+    assert len(frames) == 1
+    f = frames[0]
+    assert f.action.tolist() == [9.0] and f.state.tolist() == [1.0]
+    assert f.progress == pytest.approx(0.4) and f.value_valid
+    assert al.stats.dropped == {"no /robot/joint_states within 0.05 s": 1}
+
+
+def test_parse_image_keys():
+    assert parse_image_keys(["/camera/image_raw", "/wrist/image_raw"]) == {
+        "/camera/image_raw": "observation.image", "/wrist/image_raw": "observation.images.wrist"}
+    assert parse_image_keys(["/a/image_raw=observation.images.top"]) == {"/a/image_raw": "observation.images.top"}
+
+
+def test_convert_recorded_values_and_deterministic(tmp_path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    bags = tmp_path / "bags"
+    make_bag(bags, "ep1_att001", n=12, outcome="failure")
+    make_bag(bags, "ep1_att002", n=10, outcome="success", t0=20 * NS)
+    rep = convert_bags([bags], tmp_path / "ds1", progress_bar=False)
+    assert [e["frames"] for e in rep.episodes] == [12, 10]
+    assert rep.fps == 10 and rep.values == "recorded"
+    ds = LeRobotDataset("local/wvm_bags", root=tmp_path / "ds1")
+    assert ds.num_episodes == 2 and len(ds) == 22
+    fr = ds[5]
+    # frame 5 of the first attempt: its own estimate (stamped with image 5), the answer action 5
+    assert float(fr["progress"]) == pytest.approx(6 / 12)
+    assert fr["action"].tolist() == [5.0, 5.5]
+    assert fr["observation.state"].tolist() == [5.0, 10.0]
+    assert float(fr["ground_truth_progress"]) == pytest.approx(5 / 12)
+    assert bool(fr["value_valid"])
+    assert not bool(ds[0]["value_valid"]) and float(ds[0]["progress"]) == 0.0   # before the first estimate
+    last = ds[21]
+    assert bool(last["next.done"]) and bool(last["next.success"])
+    assert bool(ds[11]["next.done"]) and not bool(ds[11]["next.success"])
+    assert ds[0]["task"] == "push the T"
+    # twice -> the same dataset, byte for byte
+    convert_bags([bags], tmp_path / "ds2", progress_bar=False)
+    assert dataset_digest(tmp_path / "ds1") == dataset_digest(tmp_path / "ds2")
+    # failed attempts dropped on request
+    rep3 = convert_bags([bags], tmp_path / "ds3", keep_failed=False, progress_bar=False)
+    assert len(rep3.episodes) == 1 and rep3.skipped and "failure" in rep3.skipped[0]
+
+
+def test_missing_topics_report_and_no_partial_dataset(tmp_path):
+    bags = tmp_path / "bags"
+    make_bag(bags, "good", n=5)
+    make_bag(bags, "other_robot", n=5, with_state=False, with_progress=False)
+    out = tmp_path / "ds"
+    with pytest.raises(ConversionError) as ei:
+        convert_bags([bags], out, progress_bar=False)
+    msg = str(ei.value)
+    assert "other_robot" in msg and "/robot/joint_states (state)" in msg and "/wvm/progress" in msg
+    assert "good:" not in msg
+    assert not out.exists()
+    assert not list(tmp_path.glob(".ds.partial-*"))
+
+
+def test_output_exists_and_bad_paths(tmp_path):
+    bags = tmp_path / "bags"
+    make_bag(bags, "a", n=3)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(ConversionError, match="not empty"):
+        convert_bags([bags], tmp_path / "full", progress_bar=False)
+    with pytest.raises(ConversionError, match="does not exist"):
+        convert_bags([tmp_path / "nope"], tmp_path / "o", progress_bar=False)
+
+
+@pytest.mark.timeout(300)
+def test_plain_bag_offline_values_deterministic(tmp_path):
+    import torch
+
+    from wvm_ros.core.model import build_model, preset_config, save_checkpoint
+
+    torch.manual_seed(0)
+    try:
+        model = build_model(preset_config("tiny"))
+    except TypeError:
+        model = build_model("tiny")
+    ckpt = tmp_path / "ckpt"
+    save_checkpoint(model, ckpt)
+    bags = tmp_path / "bags"
+    make_bag(bags, "plain", n=12, with_progress=False)
+    r1 = convert_bags([bags], tmp_path / "d1", checkpoint=str(ckpt), progress_bar=False)
+    r2 = convert_bags([bags], tmp_path / "d2", checkpoint=str(ckpt), progress_bar=False)
+    assert r1.values.startswith("offline:tiny:")
+    assert dataset_digest(tmp_path / "d1") == dataset_digest(tmp_path / "d2")
+    import pandas as pd
+    df = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "d1" / "data").rglob("*.parquet")))
+    assert df["value_valid"].astype(bool).sum() > 0
+    assert ((df["progress"].map(float) >= 0) & (df["progress"].map(float) <= 1)).all()

@@ -1,0 +1,617 @@
+"""Attempts (live messages or rosbags) -> LeRobot dataset episodes with values. ROS-free.
+
+One alignment code path serves both the live logger (`LiveDatasetRecorder`, fed by
+`wvm_logger` with the raw CDR bytes it records) and `wvm bag2lerobot` (`convert_bags`,
+fed by replaying bags in log-time order), so a live dataset and one converted from the same
+bags agree.
+
+Alignment (`FrameAligner`), per attempt:
+* one dataset frame per message on the reference camera topic (default /camera/image_raw);
+* other image topics, the state (/robot/joint_states: position) and ground truth
+  (/sim/ground_truth_progress) take the newest message received at or before the frame
+  that is at most `max_age_s` old; a frame without one of them is dropped and counted;
+* the action is the policy's answer to the frame: the first action received after the
+  frame and at most `max_age_s` later; if none, the newest one at most `max_age_s` old;
+* progress and value chunk come from the newest *valid* Progress whose header stamp (= the
+  stamp of the newest image the model used) is at or before the frame's image stamp and at
+  most `progress_max_age_s` older; frames before the first estimate get progress 0 and
+  `value_valid = False`;
+* `next.done` is set on the last frame, `next.success` on the last frame of a successful
+  attempt.
+Times are the recording (log) times in nanoseconds, except the progress match which uses
+header stamps. Nothing depends on wall time or on dict order, so converting twice gives
+the same dataset.
+
+Bags without values (no /wvm/progress): `convert_bags(..., checkpoint=...)` runs the value
+model offline through `StreamingValueEstimator` over the reference frames (what the value
+node would have published for them).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from wvm_ros.core.bag import (BagError, bag_custom_data, bag_metadata, deserialize, iter_bag,
+                              list_bags, normalize_typename)
+
+log = logging.getLogger(__name__)
+
+IMAGE_TYPES = {"sensor_msgs/msg/Image"}
+STATE_TYPES = {"sensor_msgs/msg/JointState", "std_msgs/msg/Float64MultiArray", "std_msgs/msg/Float32MultiArray"}
+ACTION_TYPES = {"std_msgs/msg/Float64MultiArray", "std_msgs/msg/Float32MultiArray",
+                "trajectory_msgs/msg/JointTrajectory", "sensor_msgs/msg/JointState"}
+
+
+class ConversionError(RuntimeError):
+    """Bags that cannot become a dataset; the message says which bag lacks what."""
+
+
+@dataclass
+class AlignConfig:
+    reference_topic: str = "/camera/image_raw"
+    # topic -> dataset feature key; the reference topic must be one of them
+    image_keys: dict[str, str] = field(default_factory=lambda: {"/camera/image_raw": "observation.image"})
+    state_topic: str = "/robot/joint_states"
+    action_topic: str = "/robot/action"
+    progress_topic: str = "/wvm/progress"
+    event_topic: str = "/wvm/episode_event"
+    ground_truth_topic: str = "/sim/ground_truth_progress"
+    max_age_s: float = 0.1
+    progress_max_age_s: float = 1.5
+
+    def __post_init__(self):
+        if self.reference_topic not in self.image_keys:
+            self.image_keys = {self.reference_topic: default_image_key(self.reference_topic, first=True),
+                               **self.image_keys}
+        if self.max_age_s <= 0:
+            raise ValueError(f"max_age_s: expected > 0 seconds, got {self.max_age_s}")
+
+    @property
+    def image_topics(self) -> list[str]:
+        return list(self.image_keys)
+
+
+def default_image_key(topic: str, first: bool = False) -> str:
+    if first:
+        return "observation.image"
+    parts = [p for p in topic.strip("/").split("/") if p not in ("image_raw", "image", "image_rect", "color")]
+    return "observation.images." + ("_".join(parts) or "camera")
+
+
+def parse_image_keys(entries: Iterable[str]) -> dict[str, str]:
+    """['/camera/image_raw=observation.image', '/wrist/image_raw'] -> {topic: key}."""
+    out: dict[str, str] = {}
+    for e in entries:
+        e = str(e).strip()
+        if not e:
+            continue
+        topic, _, key = e.partition("=")
+        out[topic.strip()] = key.strip() or default_image_key(topic.strip(), first=not out)
+    return out
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def decode(typename: str, raw: bytes):
+    """CDR bytes of a recorded message -> what the aligner needs (numpy, floats)."""
+    from wvm_ros.core.images import image_to_rgb8
+
+    typename = normalize_typename(typename)
+    msg = deserialize(raw, typename)
+    if typename == "sensor_msgs/msg/Image":
+        rgb = image_to_rgb8(msg.encoding, int(msg.height), int(msg.width), int(msg.step),
+                            np.asarray(msg.data), bool(msg.is_bigendian))
+        return _stamp_ns(msg.header), np.ascontiguousarray(rgb)
+    if typename == "sensor_msgs/msg/JointState":
+        return np.asarray(msg.position, dtype=np.float32).reshape(-1)
+    if typename in ("std_msgs/msg/Float64MultiArray", "std_msgs/msg/Float32MultiArray"):
+        return np.asarray(msg.data, dtype=np.float32).reshape(-1)
+    if typename == "trajectory_msgs/msg/JointTrajectory":
+        if not len(msg.points):
+            return np.zeros(0, np.float32)
+        return np.asarray(msg.points[0].positions, dtype=np.float32).reshape(-1)
+    if typename == "wvm_msgs/msg/Progress":
+        return {"stamp_ns": _stamp_ns(msg.header), "progress": float(msg.progress),
+                "chunk": np.asarray(msg.chunk, dtype=np.float32).reshape(-1), "valid": bool(msg.valid),
+                "task": str(msg.task), "model_name": str(msg.model_name), "checkpoint_id": str(msg.checkpoint_id)}
+    if typename in ("std_msgs/msg/Float32", "std_msgs/msg/Float64"):
+        return float(msg.data)
+    if typename == "wvm_msgs/msg/EpisodeEvent":
+        return msg
+    if typename == "std_msgs/msg/String":
+        return str(msg.data)
+    return msg
+
+
+# ----------------------------------------------------------------------------- alignment
+
+@dataclass
+class Frame:
+    t_ns: int                      # log time of the reference image
+    stamp_ns: int                  # header stamp of the reference image
+    images: dict[str, np.ndarray]
+    state: np.ndarray
+    action: np.ndarray
+    progress: float
+    chunk: np.ndarray | None
+    value_valid: bool
+    ground_truth: float
+
+
+@dataclass
+class AlignStats:
+    reference_frames: int = 0
+    frames: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, why: str) -> None:
+        self.dropped[why] = self.dropped.get(why, 0) + 1
+
+
+class _Latest:
+    """Time-ordered (t_ns, value) with 'newest at or before t within max age' lookups."""
+
+    def __init__(self, keep: int = 512):
+        self.items: deque = deque(maxlen=keep)
+
+    def add(self, t: int, v) -> None:
+        self.items.append((t, v))
+
+    def at_or_before(self, t: int, max_age_ns: int):
+        for tt, v in reversed(self.items):
+            if tt <= t:
+                return v if t - tt <= max_age_ns else None
+        return None
+
+    def first_after(self, t: int, max_age_ns: int):
+        for tt, v in self.items:
+            if tt > t:
+                return v if tt - t <= max_age_ns else None
+        return None
+
+
+class FrameAligner:
+    """Streaming alignment of one attempt's messages onto the reference camera's frames.
+
+    push() messages in log-time order; pop_ready() returns frames whose answers (action,
+    progress) have arrived or can no longer arrive; finish() returns the rest.
+    """
+
+    def __init__(self, cfg: AlignConfig, use_recorded_progress: bool = True):
+        self.cfg = cfg
+        self.use_recorded_progress = use_recorded_progress
+        self.max_age = int(cfg.max_age_s * 1e9)
+        self.progress_max_age = int(cfg.progress_max_age_s * 1e9)
+        self.images = {t: _Latest(64) for t in cfg.image_topics if t != cfg.reference_topic}
+        self.state = _Latest()
+        self.action = _Latest()
+        self.gt = _Latest()
+        self.progress: deque = deque(maxlen=1024)    # (stamp_ns, progress, chunk), valid ones, stamp order
+        self.newest_progress_stamp = -1
+        self.pending: deque = deque()                 # (t_ns, stamp_ns, rgb)
+        self.stats = AlignStats()
+        self.has_ground_truth = False
+        self.last_t = 0
+
+    def push(self, topic: str, t_ns: int, value) -> None:
+        c = self.cfg
+        self.last_t = max(self.last_t, t_ns)
+        if topic == c.reference_topic:
+            stamp, rgb = value
+            self.pending.append((t_ns, stamp, rgb))
+            self.stats.reference_frames += 1
+        elif topic in self.images:
+            self.images[topic].add(t_ns, value[1])
+        elif topic == c.state_topic:
+            self.state.add(t_ns, value)
+        elif topic == c.action_topic:
+            self.action.add(t_ns, value)
+        elif topic == c.ground_truth_topic:
+            self.gt.add(t_ns, float(value))
+            self.has_ground_truth = True
+        elif topic == c.progress_topic and self.use_recorded_progress:
+            self.add_progress(value["stamp_ns"], value["progress"], value["chunk"], value["valid"])
+
+    def add_progress(self, stamp_ns: int, progress: float, chunk, valid: bool = True) -> None:
+        if valid and math.isfinite(progress):
+            self.progress.append((int(stamp_ns), float(progress), np.asarray(chunk, np.float32)))
+        self.newest_progress_stamp = max(self.newest_progress_stamp, int(stamp_ns))
+
+    def _ready(self, i: int, now: int) -> bool:
+        t, stamp, _ = self.pending[i]
+        if now - t <= self.max_age and i + 1 >= len(self.pending):
+            return False          # its action may still come
+        if self.use_recorded_progress and self.newest_progress_stamp < stamp and now - t <= self.progress_max_age:
+            return False          # its estimate may still come
+        return True
+
+    def pop_ready(self, now: int | None = None) -> list[Frame]:
+        now = self.last_t if now is None else now
+        out = []
+        while self.pending and self._ready(0, now):
+            f = self._make(*self.pending.popleft())
+            if f is not None:
+                out.append(f)
+        return out
+
+    def finish(self) -> list[Frame]:
+        out = []
+        while self.pending:
+            f = self._make(*self.pending.popleft())
+            if f is not None:
+                out.append(f)
+        return out
+
+    def _progress_for(self, stamp: int):
+        for s, p, ch in reversed(self.progress):
+            if s <= stamp:
+                return (p, ch) if stamp - s <= self.progress_max_age else None
+        return None
+
+    def _make(self, t: int, stamp: int, rgb) -> Frame | None:
+        images = {self.cfg.image_keys[self.cfg.reference_topic]: rgb}
+        for topic, buf in self.images.items():
+            img = buf.at_or_before(t, self.max_age)
+            if img is None:
+                self.stats.drop(f"no {topic} within {self.cfg.max_age_s} s")
+                return None
+            images[self.cfg.image_keys[topic]] = img
+        state = self.state.at_or_before(t, self.max_age)
+        if state is None:
+            self.stats.drop(f"no {self.cfg.state_topic} within {self.cfg.max_age_s} s")
+            return None
+        action = self.action.first_after(t, self.max_age)
+        if action is None:
+            action = self.action.at_or_before(t, self.max_age)
+        if action is None:
+            self.stats.drop(f"no {self.cfg.action_topic} within {self.cfg.max_age_s} s")
+            return None
+        pv = self._progress_for(stamp) if self.use_recorded_progress else None
+        gt = self.gt.at_or_before(t, self.max_age) if self.has_ground_truth else None
+        self.stats.frames += 1
+        return Frame(t, stamp, images, state, action,
+                     float(np.clip(pv[0], 0.0, 1.0)) if pv else 0.0,
+                     pv[1] if pv else None, pv is not None,
+                     float("nan") if gt is None else float(gt))
+
+
+# ----------------------------------------------------------------------------- dataset writing
+
+@dataclass
+class EpisodeSpec:
+    """What the dataset looks like; fixed by the first episode written."""
+    image_shapes: dict[str, tuple[int, int, int]]
+    state_dim: int
+    action_dim: int
+    value_horizon: int
+    ground_truth: bool
+
+    def check(self, frames: Sequence[Frame], where: str) -> None:
+        f = frames[0]
+        shapes = {k: tuple(v.shape) for k, v in f.images.items()}
+        problems = []
+        if shapes != self.image_shapes:
+            problems.append(f"images {shapes} (expected {self.image_shapes})")
+        if f.state.shape != (self.state_dim,):
+            problems.append(f"state of {f.state.shape[0]} values (expected {self.state_dim})")
+        if f.action.shape != (self.action_dim,):
+            problems.append(f"action of {f.action.shape[0]} values (expected {self.action_dim})")
+        if problems:
+            raise ConversionError(f"{where}: does not fit the dataset: " + "; ".join(problems))
+
+
+def spec_from_frames(frames: Sequence[Frame], value_horizon: int, ground_truth: bool) -> EpisodeSpec:
+    f = frames[0]
+    return EpisodeSpec({k: tuple(v.shape) for k, v in f.images.items()}, int(f.state.shape[0]),
+                       int(f.action.shape[0]), int(value_horizon), bool(ground_truth))
+
+
+def _chunk(ch, h: int, progress: float) -> np.ndarray:
+    if ch is None or len(ch) == 0:
+        return np.full(h, progress, np.float32)
+    ch = np.clip(np.asarray(ch, np.float32).reshape(-1), 0.0, 1.0)
+    if len(ch) >= h:
+        return ch[-h:]
+    return np.concatenate([np.full(h - len(ch), ch[0], np.float32), ch])
+
+
+def make_writer(root: Path, spec: EpisodeSpec, fps: int, task: str, use_videos, repo_id: str,
+                overwrite: bool = False):
+    from wvm_ros.core.dataset import ValuedDatasetWriter
+
+    extras = {"value_valid": "bool"}
+    if spec.ground_truth:
+        extras["ground_truth_progress"] = "float32"
+    return ValuedDatasetWriter(root, image_shapes=spec.image_shapes, state=spec.state_dim,
+                               action=spec.action_dim, fps=fps, repo_id=repo_id,
+                               value_horizon=spec.value_horizon, extra_scalars=extras,
+                               use_videos=use_videos, default_task=task, overwrite=overwrite)
+
+
+def write_episode(writer, spec: EpisodeSpec, frames: Sequence[Frame], task: str, success: bool,
+                  metadata: Mapping) -> int | None:
+    n = len(frames)
+    for i, f in enumerate(frames):
+        extras = {"value_valid": bool(f.value_valid)}
+        if spec.ground_truth:
+            extras["ground_truth_progress"] = float(f.ground_truth)
+        last = i == n - 1
+        writer.add_frame(f.images, f.state, f.action, progress=f.progress,
+                         value_chunk=_chunk(f.chunk, spec.value_horizon, f.progress),
+                         success=bool(success and last), done=last, task=task, **extras)
+    return writer.end_episode(keep=True, metadata=dict(metadata))
+
+
+# ----------------------------------------------------------------------------- live recording
+
+class LiveDatasetRecorder:
+    """The logger's live LeRobot dataset: one episode per attempt.
+
+    Fed the same raw CDR bytes that go into the bags. The dataset is created at the first
+    attempt that yields frames (its shapes fix the features) and finalised by close().
+    If the logger is killed, the dataset's open parquet files are lost but the bags are
+    not: rebuild it with `wvm bag2lerobot`.
+    """
+
+    def __init__(self, root: str | os.PathLike, cfg: AlignConfig, *, fps: int = 10,
+                 keep_failed: bool = True, use_videos="auto", repo_id: str = "local/wvm_live",
+                 value_horizon: int = 4, default_task: str = "", log_fn: Callable[[str], None] | None = None):
+        self.root = Path(root)
+        if self.root.exists() and any(self.root.iterdir()):
+            raise ConversionError(f"dataset folder {str(self.root)!r} exists and is not empty; "
+                                  "choose a new dataset.root for this logging session")
+        self.cfg = cfg
+        self.fps = int(fps)
+        self.keep_failed = bool(keep_failed)
+        self.use_videos = use_videos
+        self.repo_id = repo_id
+        self.h = int(value_horizon)
+        self.default_task = default_task
+        self.log = log_fn or log.info
+        self.writer = None
+        self.spec: EpisodeSpec | None = None
+        self.aligner: FrameAligner | None = None
+        self.frames: list[Frame] = []
+        self.types: dict[str, str] = {}
+        self.task = default_task
+        self.episode = {}
+        self.episodes_written = 0
+        self.episodes_dropped = 0
+
+    def on_start(self, ev) -> None:
+        self.aligner = FrameAligner(self.cfg)
+        self.frames = []
+        self.task = getattr(ev, "task", "") or self.default_task
+        self.episode = {"episode_id": str(getattr(ev, "episode_id", "")), "attempt": int(getattr(ev, "attempt", 0))}
+
+    def on_message(self, topic: str, typename: str, raw: bytes, t_ns: int) -> None:
+        if self.aligner is None:
+            return
+        c = self.cfg
+        if topic not in (c.state_topic, c.action_topic, c.progress_topic, c.ground_truth_topic) \
+                and topic not in c.image_keys:
+            return
+        try:
+            value = decode(typename, raw)
+        except Exception as exc:  # a message we cannot use is counted, not fatal
+            self.aligner.stats.drop(f"undecodable {topic}: {exc}")
+            return
+        if topic == c.progress_topic and value.get("task"):
+            self.task = value["task"]
+        self.aligner.push(topic, t_ns, value)
+        self.frames += self.aligner.pop_ready(t_ns)
+
+    def on_end(self, custom: Mapping[str, str]) -> int | None:
+        if self.aligner is None:
+            return None
+        self.frames += self.aligner.finish()
+        stats, self.aligner = self.aligner.stats, None
+        outcome = custom.get("outcome", "")
+        frames, self.frames = self.frames, []
+        if not frames:
+            self.log(f"live dataset: attempt {self.episode} produced no frames ({stats.dropped}); not written")
+            return None
+        if outcome != "success" and not self.keep_failed:
+            self.episodes_dropped += 1
+            return None
+        if self.writer is None:
+            self.spec = spec_from_frames(frames, self.h, any(math.isfinite(f.ground_truth) for f in frames))
+            self.writer = make_writer(self.root, self.spec, self.fps, self.task, self.use_videos, self.repo_id)
+        self.spec.check(frames, f"attempt {self.episode}")
+        meta = {**self.episode, **{k: v for k, v in custom.items()}, "dropped_frames": stats.dropped}
+        idx = write_episode(self.writer, self.spec, frames, self.task, outcome == "success", meta)
+        self.episodes_written += 1
+        return idx
+
+    def on_abort(self) -> None:
+        self.aligner = None
+        self.frames = []
+
+    def close(self) -> Path | None:
+        if self.writer is None:
+            return None
+        return self.writer.finalize()
+
+
+# ----------------------------------------------------------------------------- bags -> dataset
+
+@dataclass
+class ConversionReport:
+    output: Path
+    episodes: list[dict]
+    frames: int
+    fps: int
+    values: str                     # "recorded" | "offline:<checkpoint id>"
+    skipped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"output": str(self.output), "episodes": self.episodes, "frames": self.frames,
+                "fps": self.fps, "values": self.values, "skipped": self.skipped}
+
+
+def bag_topics(bag: Path) -> dict[str, str]:
+    md = bag_metadata(bag)
+    return {t["topic_metadata"]["name"]: t["topic_metadata"]["type"]
+            for t in md.get("topics_with_message_count", []) if t.get("message_count", 0) > 0}
+
+
+def check_bags(bags: Sequence[Path], cfg: AlignConfig, need_progress: bool) -> None:
+    """Raise ConversionError listing, per bag, the required topics it lacks."""
+    required = {cfg.reference_topic: "reference camera", cfg.state_topic: "state",
+                cfg.action_topic: "action"}
+    for t in cfg.image_topics:
+        required.setdefault(t, "camera")
+    if need_progress:
+        required[cfg.progress_topic] = "values (or pass --checkpoint to compute them offline)"
+    problems = []
+    for b in bags:
+        topics = bag_topics(b)
+        missing = [f"{t} ({why})" for t, why in required.items() if t not in topics]
+        wrong = [f"{t} is {topics[t]}" for t in (cfg.reference_topic, *cfg.image_topics)
+                 if t in topics and normalize_typename(topics[t]) not in IMAGE_TYPES]
+        if missing or wrong:
+            problems.append(f"  {b}: missing {', '.join(missing) or 'nothing'}"
+                            + (f"; wrong type: {', '.join(wrong)}" if wrong else "")
+                            + f"\n    (topics in this bag: {', '.join(sorted(topics)) or 'none'})")
+    if problems:
+        raise ConversionError("cannot convert: required topics are missing\n" + "\n".join(problems))
+
+
+def estimate_fps(bag: Path, topic: str) -> int:
+    ts = [t for _, _, t, _ in iter_bag(bag, [topic])]
+    if len(ts) < 2:
+        return 10
+    dt = np.median(np.diff(np.asarray(ts, dtype=np.int64))) / 1e9
+    return max(1, int(round(1.0 / dt))) if dt > 0 else 10
+
+
+def _offline_values(model, frames: list[Frame], task: str) -> None:
+    from wvm_ros.core.streaming import StreamingValueEstimator
+
+    est = StreamingValueEstimator(model, task)
+    for f in frames:
+        e = est.push(f.images[next(iter(f.images))], f.stamp_ns / 1e9)
+        if e is not None and e.valid:
+            f.progress, f.chunk, f.value_valid = float(e.progress), np.asarray(e.chunk, np.float32), True
+        else:
+            f.progress, f.chunk, f.value_valid = 0.0, None, False
+
+
+def _read_attempt(bag: Path, cfg: AlignConfig, use_recorded_progress: bool):
+    types = bag_topics(bag)
+    wanted = [t for t in (*cfg.image_topics, cfg.state_topic, cfg.action_topic, cfg.progress_topic,
+                          cfg.ground_truth_topic) if t in types]
+    al = FrameAligner(cfg, use_recorded_progress)
+    frames: list[Frame] = []
+    task = ""
+    for topic, typename, t, raw in iter_bag(bag, wanted):
+        value = decode(typename, raw)
+        if topic == cfg.progress_topic and isinstance(value, dict) and value.get("task"):
+            task = task or value["task"]
+        al.push(topic, t, value)
+        frames += al.pop_ready(t)
+    frames += al.finish()
+    return frames, al, task
+
+
+def convert_bags(bag_paths: Sequence[str | os.PathLike], output: str | os.PathLike, *,
+                 cfg: AlignConfig | None = None, checkpoint: str | None = None, preset: str = "tiny",
+                 fps: int | None = None, keep_failed: bool = True, use_videos=False,
+                 repo_id: str = "local/wvm_bags", overwrite: bool = False, task: str | None = None,
+                 progress_bar: bool = True) -> ConversionReport:
+    """Convert bags (one attempt each) into one LeRobot dataset at `output`.
+
+    Recorded values are used when the bags have them and no checkpoint is given; with a
+    checkpoint the value model runs offline over every bag. Nothing is left at `output`
+    when the conversion fails (it is built in a temporary folder next to it and moved).
+    """
+    from tqdm import tqdm
+
+    cfg = cfg or AlignConfig()
+    out = Path(output)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConversionError(f"output {str(out)!r} exists and is not empty (pass --overwrite)")
+    try:
+        bags = list_bags(bag_paths)
+    except BagError as exc:
+        raise ConversionError(str(exc)) from exc
+    if not bags:
+        raise ConversionError("no bags given")
+    # sort for determinism: by recorded start time, then name
+    bags = sorted(bags, key=lambda b: (bag_metadata(b)["starting_time"]["nanoseconds_since_epoch"], b.name))
+    offline = checkpoint is not None
+    check_bags(bags, cfg, need_progress=not offline)
+
+    model = None
+    values = "recorded"
+    if offline:
+        from wvm_ros.core.model import load_value_model
+
+        model = load_value_model(checkpoint, preset=preset, device="cpu")
+        values = f"offline:{model.name}:{model.checkpoint_id}"
+    fps = int(fps) if fps else estimate_fps(bags[0], cfg.reference_topic)
+
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    writer = None
+    spec = None
+    episodes: list[dict] = []
+    skipped: list[str] = []
+    total = 0
+    try:
+        for bag in tqdm(bags, desc="bag2lerobot", unit="bag", disable=not progress_bar):
+            custom = bag_custom_data(bag)
+            frames, al, prog_task = _read_attempt(bag, cfg, use_recorded_progress=not offline)
+            ep_task = task or custom.get("task") or prog_task or ""
+            outcome = custom.get("outcome", "")
+            if not frames:
+                skipped.append(f"{bag.name}: no aligned frames ({al.stats.dropped})")
+                continue
+            if outcome != "success" and not keep_failed:
+                skipped.append(f"{bag.name}: outcome {outcome or 'unknown'} (failed attempts dropped)")
+                continue
+            if offline:
+                _offline_values(model, frames, ep_task)
+            if writer is None:
+                h = model.config.h if offline else next((len(f.chunk) for f in frames if f.chunk is not None), 4)
+                spec = spec_from_frames(frames, h or 4, any(math.isfinite(f.ground_truth) for f in frames))
+                writer = make_writer(tmp, spec, fps, ep_task, use_videos, repo_id)
+            spec.check(frames, f"bag {bag}")
+            meta = {"bag": bag.name, "episode_id": custom.get("episode_id", ""),
+                    "attempt": custom.get("attempt", ""), "outcome": outcome,
+                    "final_progress": custom.get("final_progress", ""),
+                    "model_name": custom.get("model_name", ""), "checkpoint_id": custom.get("checkpoint_id", ""),
+                    "values": values, "reference_frames": al.stats.reference_frames,
+                    "dropped_frames": dict(sorted(al.stats.dropped.items()))}
+            idx = write_episode(writer, spec, frames, ep_task, outcome == "success", meta)
+            episodes.append({"episode_index": idx, "frames": len(frames), **meta})
+            total += len(frames)
+        if writer is None:
+            raise ConversionError("no bag produced any aligned frame:\n  " + "\n  ".join(skipped))
+        writer.finalize()
+        (tmp / "meta" / "wvm_conversion.json").write_text(json.dumps(
+            {"reference_topic": cfg.reference_topic, "image_keys": cfg.image_keys,
+             "max_age_s": cfg.max_age_s, "progress_max_age_s": cfg.progress_max_age_s,
+             "values": values, "fps": fps, "bags": [b.name for b in bags], "skipped": skipped},
+            indent=2, sort_keys=True) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ConversionReport(out, episodes, total, fps, values, skipped)
