@@ -213,3 +213,16 @@ def test_real_env_without_tensorrt_is_a_clear_error(onnx_file, tmp_path):
         pass
     with pytest.raises(EngineCacheError, match="TensorRT is not installed"):
         build_engine_cached(onnx_file, tmp_path / "e", "fp16")
+
+
+def test_wvm_export_cli(tmp_path, capsys):
+    from wvm_ros.cli.main import main
+
+    assert main(["export", "--checkpoint", str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", "untrained", "--output", str(tmp_path / "o")]) == 0
+    rep = json.loads((tmp_path / "o" / "export.json").read_text())
+    assert rep["ok"] and rep["model"]["preset"] == "tiny"
+    for name in ("encode_frames", "predict_chunk"):
+        assert rep["parts"][name]["max_abs_diff"] <= 1e-4
+        assert (tmp_path / "o" / f"{name}.onnx").is_file()
