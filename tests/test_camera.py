@@ -196,3 +196,45 @@ def test_live_device_unplugged_and_plugged_back_with_backoff():
     dev.plugged = False
     cam.read()
     assert round(cam._retry_at - clock[0], 3) == 0.01
+
+
+def test_network_stream_drops_and_comes_back(tmp_path):
+    """An http:// source (FFmpeg) served from this process: the server goes away and comes
+    back on the same port; the stream reconnects by itself."""
+    import functools
+    import http.server
+    import threading
+
+    write_test_video(tmp_path / "clip.avi", n_frames=10, size=(64, 48))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+
+    def serve(port=0):
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        return srv
+
+    srv = serve()
+    port = srv.server_address[1]
+    cam = CameraStream(CameraConfig(device=f"http://127.0.0.1:{port}/clip.avi", reconnect_initial_backoff_s=0.05,
+                                    reconnect_max_backoff_s=0.2, open_timeout_s=2, read_timeout_s=2))
+    assert cam.spec.kind == "url"
+    try:
+        assert len(_read_n(cam, 5)) == 5
+        srv.shutdown()
+        srv.server_close()
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            cam.read()
+        assert cam.stats.state == "reconnecting" and "could not open url source" in cam.stats.last_error
+        srv = serve(port)
+        assert len(_read_n(cam, 3, timeout_s=10)) == 3
+        assert cam.stats.state == "open" and cam.stats.reconnects >= 1
+    finally:
+        cam.close()
+        srv.shutdown()
+        srv.server_close()
