@@ -2,6 +2,7 @@
 size-mismatch refusal, and the `wvm calibrate` command on a folder of images."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -166,3 +167,30 @@ def test_wvm_calibrate_on_a_folder(tmp_path, capsys):
                "--output", str(tmp_path / "x.yaml")])
     assert rc != 0
     assert "views" in capsys.readouterr().err
+
+
+def test_wvm_calibrate_live_from_a_replayed_video(tmp_path, capsys):
+    """The live mode, fed by the camera core replaying a video of board views (any source the
+    camera node takes works the same way): it keeps only views that differ, then calibrates."""
+    from wvm_ros.cli.main import main
+
+    board = C.BoardSpec("checkerboard", 9, 6, 0.025)
+    video = tmp_path / "board.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, SIZE)
+    for _, img in _views(board, 10, seed=5):
+        for _ in range(3):  # each pose for several frames: near-duplicates must be skipped
+            writer.write(cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    out = tmp_path / "live.yaml"
+    saved = tmp_path / "views"
+    rc = main(["calibrate", "--device", str(video), "--size", "9x6", "--square", "0.025", "--views", "10",
+               "--interval", "0", "--fps", "300", "--timeout", "60", "--camera-name", "live", "--min-views", "6",
+               "--output", str(out), "--save-images", str(saved)])
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    kept = len(list(saved.glob("*.png")))
+    assert 6 <= kept <= 10, kept  # at most one per pose (not 30); two random poses may look alike
+    calib = C.CameraCalibration.load(out)
+    assert abs(calib.K[0, 0] - 600) / 600 < 0.02 and abs(calib.K[1, 1] - 605) / 605 < 0.02
+    m = re.search(r"reprojection error ([\d.]+) px", text.out)
+    assert m and float(m.group(1)) < 0.5, text.out

@@ -84,7 +84,10 @@ def test_camera_node_replays_and_reconnects(tmp_path, ros_env, procs, rclpy_cont
         # the file disappears: after the open copy ends, images stop
         hidden = tmp_path / "hidden.avi"
         os.rename(video, hidden)
-        lis.spin_for(1.5)  # the open file plays out (8 frames at 20 fps)
+        cam = procs.children[0]
+        lis.spin_until(lambda: "does not exist" in cam.log_tail(50), 20,
+                       "the node noticing the file is gone (after the open copy played out)", procs)
+        lis.spin_for(0.5)  # drain what was in flight
         n_gone = len(lis.msgs["/camera/image_raw"])
         lis.spin_for(1.5)
         assert len(lis.msgs["/camera/image_raw"]) == n_gone, "images kept coming while the file was gone"
