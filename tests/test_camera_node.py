@@ -26,8 +26,10 @@ class _Listener:
 
         self.node = Node("camera_test_listener", context=ctx)
         self.msgs: dict[str, list] = {t: [] for t in topics}
+        from diagnostic_msgs.msg import DiagnosticArray
+
         for t in topics:
-            typ = CameraInfo if t.endswith("camera_info") else Image
+            typ = CameraInfo if t.endswith("camera_info") else DiagnosticArray if t == "/diagnostics" else Image
             self.node.create_subscription(typ, t, lambda m, t=t: self.msgs[t].append((time.monotonic(), m)),
                                           reliable(5))
         self.ex = SingleThreadedExecutor(context=ctx)
@@ -63,7 +65,15 @@ def test_camera_node_replays_and_reconnects(tmp_path, ros_env, procs, rclpy_cont
         "-p", "reconnect_initial_backoff_s:=0.1", "-p", "reconnect_max_backoff_s:=0.4"), env=ros_env)
     procs.start("wrist", node_cmd("wvm_ros.nodes.camera_node", "-r", "__node:=wrist", "-p", f"device:={video}",
                                   "-p", "fps:=5.0", "-p", "width:=32", "-p", "height:=24"), env=ros_env)
-    lis = _Listener(rclpy_context, ["/camera/image_raw", "/camera/camera_info", "/wrist/image_raw"])
+    lis = _Listener(rclpy_context, ["/camera/image_raw", "/camera/camera_info", "/wrist/image_raw", "/diagnostics"])
+
+    def camera_status(name="camera: camera front"):
+        for _, arr in reversed(lis.msgs["/diagnostics"]):
+            for st in arr.status:
+                if st.name == name:
+                    return st
+        return None
+
     try:
         lis.spin_until(lambda: len(lis.msgs["/camera/image_raw"]) >= 10 and lis.msgs["/camera/camera_info"]
                        and lis.msgs["/wrist/image_raw"], 45, "images from both cameras", procs)
@@ -91,11 +101,17 @@ def test_camera_node_replays_and_reconnects(tmp_path, ros_env, procs, rclpy_cont
         n_gone = len(lis.msgs["/camera/image_raw"])
         lis.spin_for(1.5)
         assert len(lis.msgs["/camera/image_raw"]) == n_gone, "images kept coming while the file was gone"
+        st = camera_status()
+        assert st is not None and st.level == bytes([1]) and "reconnecting" in st.message, st  # WARN
         # ... and comes back: the node reconnects by itself
         os.rename(hidden, video)
         lis.spin_until(lambda: len(lis.msgs["/camera/image_raw"]) >= n_gone + 5, 15, "images after the file came back",
                        procs)
         assert all(c.alive() for c in procs.children), [c.log_tail() for c in procs.children]
+        lis.spin_until(lambda: camera_status() is not None and camera_status().level == bytes([0]), 10,
+                       "diagnostics back to OK", procs)
+        values = {kv.key: kv.value for kv in camera_status().values}
+        assert values["state"] == "open" and int(values["reconnects"]) >= 1 and values["image size"] == "64x48"
     finally:
         lis.close()
     logs = procs.children[0].log_tail(200)
