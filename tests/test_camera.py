@@ -230,7 +230,7 @@ def test_network_stream_drops_and_comes_back(tmp_path):
         end = time.monotonic() + 1.5
         while time.monotonic() < end:
             cam.read()
-        assert cam.stats.state == "reconnecting" and "could not open url source" in cam.stats.last_error
+        assert cam.stats.state == "reconnecting" and "could not open stream http" in cam.stats.last_error
         srv = serve(port)
         assert len(_read_n(cam, 3, timeout_s=10)) == 3
         assert cam.stats.state == "open" and cam.stats.reconnects >= 1

@@ -64,7 +64,7 @@ def test_camera_node_replays_and_reconnects(tmp_path, ros_env, procs, rclpy_cont
         "-p", "frame_id:=front_optical", "-p", f"camera_info_url:=file://{tmp_path}/${{NAME}}.yaml",
         "-p", "reconnect_initial_backoff_s:=0.1", "-p", "reconnect_max_backoff_s:=0.4"), env=ros_env)
     procs.start("wrist", node_cmd("wvm_ros.nodes.camera_node", "-r", "__node:=wrist", "-p", f"device:={video}",
-                                  "-p", "fps:=5.0", "-p", "width:=32", "-p", "height:=24"), env=ros_env)
+                                  "-p", "fps:=5", "-p", "width:=32", "-p", "height:=24"), env=ros_env)
     lis = _Listener(rclpy_context, ["/camera/image_raw", "/camera/camera_info", "/wrist/image_raw", "/diagnostics"])
 
     def camera_status(name="camera: camera front"):

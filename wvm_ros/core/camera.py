@@ -55,6 +55,12 @@ class SourceSpec:
     def live(self) -> bool:
         return self.kind != "file"
 
+    def describe(self) -> str:
+        if self.kind == "v4l2" and isinstance(self.target, int):
+            return f"V4L2 device /dev/video{self.target}"
+        names = {"v4l2": "V4L2 device", "gstreamer": "GStreamer pipeline", "url": "stream", "file": "video file"}
+        return f"{names[self.kind]} {self.target}"
+
 
 def parse_source(device: str | int) -> SourceSpec:
     """Classify a ``device`` string (see the module docstring)."""
@@ -249,7 +255,7 @@ class CameraStream:
     def _try_open(self) -> bool:
         spec = self.spec
         if spec.kind == "file" and not os.path.isfile(spec.target):
-            return self._failed_open(f"video file {spec.target} does not exist")
+            return self._failed_open(f"{spec.describe()} does not exist")
         try:
             cap = self._factory(spec)
         except cv2.error as e:  # noqa: PERF203
@@ -257,7 +263,7 @@ class CameraStream:
         if cap is None or not cap.isOpened():
             if cap is not None:
                 cap.release()
-            return self._failed_open(f"could not open {spec.kind} source {spec.target}")
+            return self._failed_open(f"could not open {spec.describe()}")
         self._configure(cap)
         self._cap = cap
         self._frames_since_open = 0
@@ -265,7 +271,7 @@ class CameraStream:
             self.stats.reconnects += 1
         self.stats.opens += 1
         if self.stats.state not in ("open", "looping"):
-            log.info("camera %s: opened (%s)", spec.target, spec.kind)
+            log.info("camera: opened %s", spec.describe())
         self.stats.state = "open"
         self.stats.last_error = ""
         if not spec.live:
@@ -302,7 +308,7 @@ class CameraStream:
 
     def _lost(self, why: str) -> None:
         self._close()
-        self._failed_open(f"{self.spec.target}: {why}")
+        self._failed_open(f"{self.spec.describe()}: {why}")
 
     def _close(self) -> None:
         if self._cap is not None:

@@ -24,6 +24,7 @@ import sys
 import threading
 
 import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -71,7 +72,12 @@ class _RosLogHandler(logging.Handler):
 class CameraNode(Node):
     def __init__(self, **kwargs):
         super().__init__("camera", **kwargs)
-        p = self.declare_parameter
+        def p(name, default):
+            # numbers accept both 30 and 30.0 on the command line (no int/float type error), and
+            # device both "0" and 0 (`-p device:=0` arrives as an integer)
+            dyn = name == "device" or (isinstance(default, (int, float)) and not isinstance(default, bool))
+            return self.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=dyn))
+
         self.config = CameraConfig(
             device=str(p("device", "0").value),
             width=int(p("width", 0).value),
@@ -181,6 +187,12 @@ class CameraNode(Node):
 
 
 def main(args=None) -> int:
+    try:  # OpenCV's own warnings repeat at every reconnection attempt; the node logs its own
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:
+        pass
     rclpy.init(args=args)
     node = None
     rc = 0
