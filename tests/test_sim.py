@@ -127,3 +127,11 @@ def test_stuck_fails():
     assert not r.success
     assert labels[-1] == "stuck" and pol.finish() == [("stuck", 10, 120)]
     assert np.ptp(states[12:, 2:4], axis=0).max() < 3.0  # never touches the block again
+
+
+def test_measure_reports_success_rate():
+    from wvm_ros.core.sim.measure import measure
+
+    m = measure(0.5, range(3))
+    assert m["attempts"] == 3 and 0.0 <= m["success_rate"] <= 1.0 and m["solved"] >= 2
+    assert m["time_to_success_s_median"] <= 30.0
