@@ -1,0 +1,93 @@
+"""`wvm experiment retries --output DIR`: success detection and retries on the simulator.
+
+Runs the real value model through the streaming estimator and the episode state machine
+in-process on PushT with injected failures, every seed with retries on and off, and writes
+retries.json (median_detection_delay_s, false_success_rate, success_rate_with_retries,
+success_rate_without_retries, ...), retries.md (tables), retries.png and attempts.jsonl.
+See docs/closing_the_loop.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "experiments, e.g. `wvm experiment retries`"
+EXPERIMENTS = ("retries",)
+
+
+def default_checkpoint() -> Path:
+    return Path(__file__).resolve().parents[2] / "models" / "wvm-tiny-pusht"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from wvm_ros.core.episode import EpisodeConfig
+
+    parser.add_argument("experiment", choices=EXPERIMENTS, help="which experiment")
+    parser.add_argument("--output", required=True, help="folder for retries.json / .md / .png / attempts.jsonl")
+    parser.add_argument("--checkpoint", default=None,
+                        help=f"WVM checkpoint directory (default: the shipped {default_checkpoint()})")
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--untrained", action="store_true",
+                        help="use randomly initialised weights (only to check the pipeline; numbers are meaningless)")
+    parser.add_argument("--episodes", type=int, default=30, help="seeds (each run with and without retries)")
+    parser.add_argument("--seed", type=int, default=1000, help="first seed")
+    parser.add_argument("--max-attempts", type=int, default=3)
+    parser.add_argument("--difficulty", type=float, default=0.5, help="PushTSim start-state difficulty in (0, 1]")
+    parser.add_argument("--p-stuck", type=float, default=0.3, help="per-attempt probability of a stuck policy")
+    parser.add_argument("--p-random", type=float, default=0.15, help="per-attempt probability of random pushes")
+    parser.add_argument("--p-hesitation", type=float, default=0.15, help="per-attempt probability of a hesitation")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    d = EpisodeConfig()
+    g = parser.add_argument_group("episode state machine (defaults as in config/wvm.yaml wvm_policy)")
+    for name, val in d.to_dict().items():
+        if name in ("max_attempts", "retries"):
+            continue
+        g.add_argument(f"--{name.replace('_', '-')}", type=type(val), default=val, dest=name)
+
+
+def run(args: argparse.Namespace) -> int:
+    from wvm_ros.core.episode import EpisodeConfig
+    from wvm_ros.core.experiment import ExperimentConfig, InjectionMix, run_experiment, write_report
+    from wvm_ros.core.model import ModelLoadError, load_value_model
+
+    out = Path(args.output)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        print(f"wvm experiment: output folder {out} is not writable: {e}", file=sys.stderr)
+        return 2
+    if args.episodes < 1:
+        print(f"wvm experiment: --episodes {args.episodes}; expected >= 1", file=sys.stderr)
+        return 2
+    try:
+        ecfg = EpisodeConfig.from_mapping({k: getattr(args, k) for k in EpisodeConfig().to_dict()
+                                           if k not in ("max_attempts", "retries")})
+        mix = InjectionMix(p_stuck=args.p_stuck, p_random=args.p_random, p_hesitation=args.p_hesitation)
+        cfg = ExperimentConfig(episodes=args.episodes, seed=args.seed, max_attempts=args.max_attempts,
+                               difficulty=args.difficulty, episode=ecfg, injections=mix)
+    except ValueError as e:
+        print(f"wvm experiment: {e}", file=sys.stderr)
+        return 2
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        if args.untrained:
+            model = load_value_model(None, args.preset)
+        else:
+            ck = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+            model = load_value_model(str(ck), args.preset)
+    except ModelLoadError as e:
+        print(f"wvm experiment: {e}\n(train one with `wvm train`, or pass --untrained to check the pipeline only)",
+              file=sys.stderr)
+        return 2
+    result = run_experiment(model, cfg)
+    paths = write_report(result, out)
+    print(paths["md"].read_text())
+    print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}, {paths['attempts']}")
+    return 0
