@@ -104,6 +104,7 @@ def test_yaml_blocks_use_real_parameters():
         "wvm_policy": (REPO / "wvm_ros" / "nodes" / "policy_node.py"),
         "wvm_value": (REPO / "wvm_ros" / "nodes" / "value_node.py"),
         "camera": (REPO / "wvm_ros" / "nodes" / "camera_node.py"),
+        "wvm_logger": (REPO / "wvm_ros" / "nodes" / "data_logger_node.py"),
     }
     for block in blocks:
         data = yaml.safe_load(block)
