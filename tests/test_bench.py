@@ -1,0 +1,75 @@
+"""Benchmarks: tiny smoke runs (the real measurements are `wvm bench ...`, not tests)."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import requires_ros  # noqa: E402
+
+
+def test_percentiles():
+    from wvm_ros.bench import percentiles
+
+    p = percentiles([0.001 * i for i in range(1, 101)])
+    assert p["n"] == 100 and abs(p["p50_ms"] - 50.5) < 1e-9 and abs(p["p99_ms"] - 99.01) < 1e-6
+    assert percentiles([])["n"] == 0
+
+
+def test_realtime_loop_drops_frames_when_too_slow():
+    """Latest-frame semantics: an estimator slower than the frame period processes only part
+    of the frames, and its latency includes the wait; a fast one keeps up."""
+    from wvm_ros.bench.node import realtime_loop
+
+    class Est:
+        def __init__(self, cost):
+            self.cost = cost
+
+        def push(self, f, stamp):
+            time.sleep(self.cost)
+            return object()
+
+    slow = realtime_loop(Est(0.1), [None], rate=30.0, duration=1.0)
+    fast = realtime_loop(Est(0.001), [None], rate=30.0, duration=1.0)
+    assert slow["fraction_processed"] < 0.5 and slow["dropped"] > 10
+    assert slow["latency_all_frames"]["p50_ms"] >= 95
+    assert fast["fraction_processed"] > 0.9 and fast["latency_all_frames"]["p50_ms"] < 50
+
+
+def test_bench_model_smoke(tmp_path):
+    from wvm_ros.cli.main import main
+
+    rc = main(["bench", "model", "--duration", "0.3", "--backends", "onnxruntime,tensorrt",
+               "--frame-size", "96x96", "--output", str(tmp_path), "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 0
+    res = json.loads((tmp_path / "bench_model.json").read_text())
+    assert res["baseline"] == "naive_torch_eager" and res["ratio"] > 0
+    assert {"naive_torch_eager", "streaming_torch_model", "streaming_onnxruntime"} <= set(res["results"])
+    assert "tensorrt" in res["skipped"]  # no GPU here: reported, not silently dropped
+    for r in res["results"].values():
+        assert r["per_estimate"]["n"] > 0 and r["per_estimate"]["p99_ms"] >= r["per_estimate"]["p50_ms"] > 0
+    # the naive baseline re-encodes the whole window: never cheaper than streaming
+    assert res["results"]["naive_torch_eager"]["per_estimate"]["p50_ms"] > \
+        res["results"]["streaming_torch_model"]["per_estimate"]["p50_ms"]
+
+
+def test_bench_rejects_bad_input(tmp_path, capsys):
+    from wvm_ros.cli.main import main
+
+    assert main(["bench", "model", "--frame-size", "big", "--output", str(tmp_path)]) == 2
+    assert "HxW" in capsys.readouterr().err
+
+
+@requires_ros
+@pytest.mark.timeout(300)
+def test_bench_node_smoke(tmp_path, ros_env):
+    from wvm_ros.cli.main import main
+
+    rc = main(["bench", "node", "--duration", "3", "--no-baseline", "--frame-size", "96x96",
+               "--output", str(tmp_path), "--startup-timeout", "180"])
+    assert rc == 0
+    res = json.loads((tmp_path / "bench_node.json").read_text())
+    node = res["node"]
+    assert node["progress_msgs"] > 0 and node["latency_new_estimates"]["n"] >= 1
+    assert node["latency_new_estimates"]["p50_ms"] > 0
