@@ -29,7 +29,7 @@ def bar_episode(T=12, size=24):
 
 
 def test_time_targets():
-    np.testing.assert_allclose(time_targets(4), [0, 0.25, 0.5, 0.75])
+    np.testing.assert_allclose(time_targets(4), [0, 1 / 3, 2 / 3, 1])
 
 
 def test_predict_shapes_and_range():

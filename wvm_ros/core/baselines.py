@@ -6,8 +6,9 @@ A small convolutional encoder (strided conv, GroupNorm, SiLU) with global averag
 and an MLP head; the width is configurable so its parameter count can match the WVM preset
 it is compared with.
 
-It trains on the same episodes and the same targets as the WVM (v_t = t / T by default,
-WVM_NOTES.md, "Training"): `train_single_frame(frames_per_episode, ...)`.
+It trains on the same episodes and the same targets as the WVM trainer (`wvm_ros.core.train`):
+the dataset's per-frame `progress` column when present, else v_t = t / (T - 1):
+`train_single_frame(frames_per_episode, targets=...)`.
 
 Checkpoint format (a directory): `model.safetensors` (weights) + `config.json`
 (`{"kind": "single_frame_regressor", "version": 1, "config": {...}, "training": {...}}`).
@@ -186,8 +187,9 @@ def load_single_frame(path: str | Path, device: str = "cpu") -> SingleFrameRegre
 
 
 def time_targets(num_frames: int) -> np.ndarray:
-    """The WVM's training target v_t = t / T for t = 0..T-1 (WVM_NOTES.md)."""
-    return np.arange(num_frames, dtype=np.float32) / max(num_frames, 1)
+    """v_t = t / (T - 1): the WVM trainer's target when a dataset has no `progress` column
+    (wvm_ros.core.train; the end-inclusive form of the paper's t / T, see groundtruth.py)."""
+    return np.arange(num_frames, dtype=np.float32) / max(num_frames - 1, 1)
 
 
 @dataclass
