@@ -61,3 +61,30 @@ def test_sim_collect_rejects_bad_kind(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["sim-collect", "--output", str(tmp_path / "x"), "--kinds", "expert,nap"])
     assert "nap" in capsys.readouterr().err
+
+
+def test_label_rejects_unusable_attempts():
+    from wvm_ros.cli.sim_collect import _label
+    from wvm_ros.core.sim.pusht import GOAL_POSE
+    from wvm_ros.core.sim.rollout import Rollout
+
+    T = 20
+    states = np.tile(np.r_[[50.0, 50.0], GOAL_POSE], (T, 1))
+    states[:, 2] += np.linspace(100, 0, T)  # the block approaches the goal steadily
+
+    def ro(segments, solved=True):
+        z = np.zeros(T)
+        return Rollout(states=states, velocities=np.zeros((T, 2)), actions=np.zeros((T, 2)), coverage=z,
+                       progress_coverage=z, segment_codes=z.astype(np.int64), success=z.astype(bool),
+                       segments=segments, solved=solved)
+
+    assert _label(ro([("retry", 5, 9)]), "retry", 20.0)[2] == "retry did not set the block back"
+    assert _label(ro([("hesitation", 5, 9)]), "hesitation", 20.0)[2] == "block moved during hesitation"
+    assert _label(ro([], solved=False), "expert", 20.0)[2] == "not solved"
+    assert _label(ro([]), "retry", 20.0)[2] == "retry not reached before success"
+    prog, segs, why = _label(ro([]), "expert", 20.0)
+    assert why is None and prog[-1] == 1.0 and segs == []
+    states[7:, 2] = 100.0  # hold still from frame 7 on: a real hesitation [7, 12]
+    states[12:, 2] = np.linspace(100, 0, T - 12)
+    prog, segs, why = _label(ro([("hesitation", 7, 12)]), "hesitation", 20.0)
+    assert why is None and prog[7] == prog[12]

@@ -68,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--difficulty", type=float, default=0.5,
                    help="start-state difficulty in (0, 1]; 1 = gym-pusht's own random starts (default 0.5)")
     p.add_argument("--max-seconds", type=float, default=30.0, help="time limit of an attempt (default 30 s)")
+    p.add_argument("--min-retry-setback", type=float, default=20.0, metavar="PX",
+                   help="keep a retry attempt only if its bad push moved the block at least this much "
+                        "further from the goal (pose error in px, see docs/simulator.md; default 20)")
     p.add_argument("--value-horizon", type=int, default=4, help="length h of the per-frame value_chunk (default 4)")
     p.add_argument("--task", default=DEFAULT_TASK, help="language instruction stored with every frame")
     p.add_argument("--repo-id", default="local/pusht_wvm", help="LeRobot repo id stored in the dataset")
@@ -77,11 +80,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _label(ro, kind: str, min_retry_setback: float):
+    """(progress, non-progress segments, None) for a usable attempt, else (None, None, reason)."""
+    from wvm_ros.core.groundtruth import ground_truth_progress
+    from wvm_ros.core.sim.pusht import pose_error
+
+    segs = [sg for sg in ro.segments if sg[0] != "progress"]
+    T = ro.length
+    if kind in ("expert", "hesitation", "retry") and not ro.solved:
+        return None, None, "not solved"
+    if kind == "expert":
+        return ground_truth_progress(T, "expert"), segs, None
+    if kind in ("random", "stuck"):
+        return ro.progress_coverage.astype(np.float32), segs, None
+    if len(segs) != 1:
+        return None, None, f"{kind} not reached before success"
+    _, m, n = segs[0]
+    change = pose_error(ro.states[n]) - pose_error(ro.states[m])
+    if kind == "retry" and change < min_retry_setback:
+        return None, None, "retry did not set the block back"
+    if kind == "hesitation" and abs(change) > 5.0:
+        return None, None, "block moved during hesitation"
+    try:
+        return ground_truth_progress(T, kind, (m, n)), segs, None
+    except ValueError:
+        return None, None, f"{kind} segment has no paper ground truth (T - 2x <= 0)"
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from wvm_ros.core.dataset import ValuedDatasetWriter
-    from wvm_ros.core.groundtruth import ground_truth_progress, value_chunks
+    from wvm_ros.core.groundtruth import value_chunks
     from wvm_ros.core.sim.pusht import STATE_NAMES, PushTSim
     from wvm_ros.core.sim.rollout import plan_injection, rollout
     from wvm_ros.core.sim.scripted import SEGMENT_KINDS, ScriptedPushTPolicy
@@ -110,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     max_steps = max(1, int(round(args.max_seconds * args.fps)))
     rng = np.random.default_rng(args.seed)
     seed = args.seed
-    stats = {k: {"kept": 0, "attempts": 0, "solved": 0} for k in args.kinds}
+    stats = {k: {"kept": 0, "attempts": 0, "solved": 0, "rejected": 0} for k in args.kinds}
+    reasons: dict[str, int] = {}
     expert_trials = expert_solved = 0
     t0 = time.perf_counter()
     bar = tqdm(total=args.episodes, desc="sim-collect", unit="ep", disable=args.quiet)
@@ -124,35 +155,18 @@ def run(args: argparse.Namespace) -> int:
                 exp = rollout(sim, ScriptedPushTPolicy(seed=s), s, max_steps, render=False)
                 expert_trials += 1
                 expert_solved += exp.solved
-                if kind == "expert":
-                    if not exp.solved:
-                        stats[kind]["attempts"] += 1
-                        continue
-                    injections = []
-                else:
-                    if not exp.solved:
-                        continue
-                    injections = plan_injection(kind, exp.length, args.fps, rng)
+                if not exp.solved:  # the scripted policy fails from this start: draw another
+                    continue
+                injections = plan_injection(kind, exp.length, args.fps, rng)
                 stats[kind]["attempts"] += 1
                 ro = rollout(sim, ScriptedPushTPolicy(injections, seed=s), s, max_steps, render=True)
                 stats[kind]["solved"] += ro.solved
-                needs_success = kind in ("expert", "hesitation", "retry")
-                if needs_success and not ro.solved:
+                progress, segs, why = _label(ro, kind, args.min_retry_setback)
+                if progress is None:
+                    stats[kind]["rejected"] += 1
+                    reasons[why] = reasons.get(why, 0) + 1
                     continue
-                segs = [sg for sg in ro.segments if sg[0] != "progress"]
                 T = ro.length
-                if kind in ("hesitation", "retry"):
-                    if len(segs) != 1:
-                        continue
-                    _, m, n = segs[0]
-                    try:
-                        progress = ground_truth_progress(T, kind, (m, n))
-                    except ValueError:
-                        continue  # e.g. a retry longer than half the attempt: no paper ground truth
-                elif kind == "expert":
-                    progress = ground_truth_progress(T, "expert")
-                else:
-                    progress = ro.progress_coverage.astype(np.float32)
                 break
             else:
                 raise RuntimeError(f"no usable {kind!r} attempt in 50 tries (last seed {seed - 1}); "
@@ -186,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         "video": writer.use_videos, "video_note": writer.video_note,
         "scripted_expert_success": {"solved": expert_solved, "attempts": expert_trials,
                                     "rate": expert_solved / max(expert_trials, 1)},
-        "per_kind": stats, "wall_s": round(wall, 2), "fps": args.fps, "image_size": list(args.image_size),
+        "per_kind": stats, "rejected_because": reasons, "wall_s": round(wall, 2), "fps": args.fps, "image_size": list(args.image_size),
         "difficulty": args.difficulty, "seed": args.seed, "segment_codes": list(SEGMENT_KINDS),
         "kind_codes": list(EPISODE_KINDS),
     }

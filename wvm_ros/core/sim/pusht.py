@@ -71,6 +71,15 @@ def wrap_angle(a: float) -> float:
     return (a + math.pi) % (2 * math.pi) - math.pi
 
 
+def pose_error(state, goal_pose=GOAL_POSE) -> float:
+    """Distance of the block from the goal in pixels: |centre-of-gravity offset| plus the angle
+    error times the block's radius of gyration (state = [agent_x, agent_y, block_x, block_y, theta])."""
+    s = np.asarray(state, dtype=np.float64).reshape(-1)
+    c = body_to_world(T_COG[None], s[2:5])[0]
+    g = body_to_world(T_COG[None], goal_pose)[0]
+    return float(np.linalg.norm(c - g) + math.sqrt(T_GYRATION_SQ) * abs(wrap_angle(float(goal_pose[2] - s[4]))))
+
+
 def _parse_size(image_size) -> tuple[int, int]:
     if isinstance(image_size, (int, np.integer)):
         h = w = int(image_size)
