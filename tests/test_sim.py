@@ -135,3 +135,27 @@ def test_measure_reports_success_rate():
     m = measure(0.5, range(3))
     assert m["attempts"] == 3 and 0.0 <= m["success_rate"] <= 1.0 and m["solved"] >= 2
     assert m["time_to_success_s_median"] <= 30.0
+
+
+def test_random_pushes_are_labelled_and_vary():
+    sim = PushTSim(difficulty=0.5)
+    pol = ScriptedPushTPolicy([Injection("random", 20, 15)], seed=1)
+    s = sim.reset(1)
+    targets = []
+    for t in range(40):
+        a = pol.act(s)
+        if 20 <= t < 35:
+            assert pol.segment == "random"
+            targets.append(a)
+        s = sim.step(a).state
+    assert pol.finish()[0] == ("random", 20, 35)
+    assert len({tuple(np.round(a, 3)) for a in targets}) >= 2
+
+
+def test_control_rate_is_validated_and_used():
+    with pytest.raises(ValueError, match="control_hz"):
+        PushTSim(control_hz=30)
+    sim = PushTSim(control_hz=20)
+    sim.reset(0)
+    sim.step([256, 256])
+    assert sim.time_s == pytest.approx(0.05)
