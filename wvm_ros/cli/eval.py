@@ -45,13 +45,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--baseline-target", choices=["progress", "time"], default="progress",
                    help="progress: the dataset's --gt-key column when present, as the WVM trainer does "
                         "(default); time: t / (T - 1)")
-    g.add_argument("--baseline-steps", type=int, default=3000)
-    g.add_argument("--baseline-batch-size", type=int, default=64)
+    g.add_argument("--baseline-steps", type=int, default=2000)
+    g.add_argument("--baseline-batch-size", type=int, default=32)
     g.add_argument("--baseline-lr", type=float, default=1e-3)
     g.add_argument("--baseline-image-size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"))
-    g.add_argument("--baseline-channels", type=int, nargs="+", default=[32, 64, 128, 192, 256],
-                   help="conv widths (default: 1.94M parameters, the size of the tiny WVM)")
-    g.add_argument("--baseline-hidden", type=int, default=256)
+    g.add_argument("--baseline-channels", type=int, nargs="+", default=[32, 64, 128, 256, 512],
+                   help="conv stage widths (default: 1.83M parameters, about the tiny WVM's 1.94M)")
+    g.add_argument("--baseline-hidden", type=int, default=512)
+    g.add_argument("--baseline-convs-per-stage", type=int, default=1)
     g.add_argument("--seed", type=int, default=0)
 
 
@@ -158,7 +159,7 @@ def _train_baseline(args, progress: bool) -> int:
         eps = E.load_lerobot_episodes(args.train_dataset, camera_key=args.camera_key, gt_key=None, progress=progress)
         target_note = "t / (T - 1)"
     cfg = SingleFrameConfig(image_size=tuple(args.baseline_image_size), channels=tuple(args.baseline_channels),
-                            hidden=args.baseline_hidden)
+                            hidden=args.baseline_hidden, convs_per_stage=args.baseline_convs_per_stage)
     model, res = train_single_frame([e.frames for e in eps], targets=[e.gt for e in eps], config=cfg,
                                     steps=args.baseline_steps,
                                     batch_size=args.baseline_batch_size, lr=args.baseline_lr, seed=args.seed,

@@ -2,8 +2,8 @@
 
 The stand-in for a static-image VLM critic (WVM_NOTES.md, "Published numbers"): it sees one
 frame and nothing else (no history, no prefix value), and regresses progress in [0, 1].
-A small convolutional encoder (strided conv, GroupNorm, SiLU) with global average pooling
-and an MLP head; the width is configurable so its parameter count can match the WVM preset
+A small convolutional encoder (stages of strided 3x3 conv, GroupNorm, SiLU) with global
+average pooling and an MLP head; the width is configurable so its parameter count can match the WVM preset
 it is compared with.
 
 It trains on the same episodes and the same targets as the WVM trainer (`wvm_ros.core.train`):
@@ -40,16 +40,20 @@ class BaselineLoadError(RuntimeError):
 
 @dataclass
 class SingleFrameConfig:
-    # defaults: 1.94M parameters, the size of the `tiny` WVM (1.94M) at its image size
+    # defaults: 1.83M parameters, about the size of the `tiny` WVM (1.94M), at its image size
     image_size: tuple[int, int] = (64, 64)  # (H, W) the frames are resized to
-    channels: tuple[int, ...] = (32, 64, 128, 192, 256)  # one strided conv block per entry
-    hidden: int = 256  # MLP head width
+    channels: tuple[int, ...] = (32, 64, 128, 256, 512)  # one stage (strided conv first) per entry
+    hidden: int = 512  # MLP head width
+    convs_per_stage: int = 1  # 3x3 convs per stage (the first one strided)
 
     def __post_init__(self):
         self.image_size = tuple(int(v) for v in self.image_size)
         self.channels = tuple(int(v) for v in self.channels)
         if len(self.image_size) != 2 or min(self.image_size) < 8:
             raise ValueError(f"image_size: expected (H, W) with both >= 8, got {self.image_size}")
+        self.convs_per_stage = int(self.convs_per_stage)
+        if self.convs_per_stage < 1:
+            raise ValueError(f"convs_per_stage: expected >= 1, got {self.convs_per_stage}")
         if not self.channels or min(self.channels) < 1:
             raise ValueError(f"channels: expected a non-empty list of positive widths, got {self.channels}")
 
@@ -70,14 +74,12 @@ class SingleFrameRegressor(nn.Module):
         layers: list[nn.Module] = []
         c_in = 3
         for c in self.config.channels:
-            layers += [
-                nn.Conv2d(c_in, c, 3, stride=2, padding=1),
-                nn.GroupNorm(_groups(c), c),
-                nn.SiLU(),
-                nn.Conv2d(c, c, 3, padding=1),
-                nn.GroupNorm(_groups(c), c),
-                nn.SiLU(),
-            ]
+            for j in range(self.config.convs_per_stage):
+                layers += [
+                    nn.Conv2d(c_in if j == 0 else c, c, 3, stride=2 if j == 0 else 1, padding=1),
+                    nn.GroupNorm(_groups(c), c),
+                    nn.SiLU(),
+                ]
             c_in = c
         self.encoder = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Linear(c_in, self.config.hidden), nn.SiLU(), nn.Linear(self.config.hidden, 1))
