@@ -16,6 +16,11 @@ pytestmark = [requires_ros, pytest.mark.timeout(120)]
 LOGGER = "wvm_ros.nodes.data_logger_node"
 
 
+def log_text(child) -> str:
+    """The whole log of a child (lerobot's import prints long torchcodec warnings)."""
+    return child.log_path.read_text(errors="replace") if child.log_path and child.log_path.exists() else ""
+
+
 def wait_for(cond, timeout, what, child=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -36,6 +41,7 @@ class Pub:
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
+        from sensor_msgs.msg import JointState
         from std_msgs.msg import Float64MultiArray
         from wvm_msgs.msg import EpisodeEvent, Progress
 
@@ -46,6 +52,8 @@ class Pub:
         self.prog_pub = self.node.create_publisher(Progress, "/wvm/progress", qos)
         self.ev_pub = self.node.create_publisher(EpisodeEvent, "/wvm/episode_event", qos)
         self.act_pub = self.node.create_publisher(Float64MultiArray, "/robot/action", qos)
+        self.js_pub = self.node.create_publisher(JointState, "/robot/joint_states", qos)
+        self.JointState = JointState
         self.Image, self.Progress, self.EpisodeEvent, self.F64 = Image, Progress, EpisodeEvent, Float64MultiArray
         self.h, self.w = size
         self.n = 0
@@ -65,6 +73,9 @@ class Pub:
             fresh = {t for t, g in self.sub_gids() - set(old_gids)}
             return fresh == set(self.TOPICS) and all(p.get_subscription_count() > 0 for p in pubs)
         wait_for(ok, timeout, "the logger to subscribe to every topic", child)
+        # the publisher sees the reader before the reader has matched the writer: give the
+        # other side of discovery a moment, or the first messages go to nobody
+        time.sleep(1.0)
 
     def image(self):
         m = self.Image()
@@ -85,6 +96,13 @@ class Pub:
         m.model_name, m.checkpoint_id = "tiny", "abc123"
         self.prog_pub.publish(m)
 
+    def joints(self, x, y):
+        m = self.JointState()
+        m.header.stamp = self.node.get_clock().now().to_msg()
+        m.name = ["agent_x", "agent_y"]
+        m.position = [float(x), float(y)]
+        self.js_pub.publish(m)
+
     def action(self, x, y):
         m = self.F64()
         m.data = [float(x), float(y)]
@@ -102,6 +120,7 @@ class Pub:
         self.event(E.START, ep, attempt)
         time.sleep(0.1)
         for i in range(n_frames):
+            self.joints(i, -i)
             self.image()
             self.progress((i + 1) / n_frames, ep, attempt)
             self.action(i, i)
@@ -195,7 +214,7 @@ def test_logger_unwritable_folder_fails_naming_it(ros_env, procs, tmp_path):
     child = start_logger(procs, ros_env, target)
     child.popen.wait(timeout=30)
     assert child.popen.returncode != 0
-    log = child.log_tail()
+    log = log_text(child)
     assert str(target) in log and "not writable" in log, log
 
 
@@ -215,9 +234,41 @@ def test_logger_size_cap_stops_recording_with_valid_bag(ros_env, procs, rclpy_co
     a = count_messages_rosbags(d)
     assert a == count_messages_mcap(d)
     assert 0 < a["/camera/image_raw"] < 30
-    wait_for(lambda: "size cap reached" in child.log_tail(), 5, "the error in the log", child)
+    wait_for(lambda: "size cap reached" in log_text(child), 5, "the error in the log", child)
     # later attempts are refused, not half-written
     pub.attempt("epd", 2, 3)
     time.sleep(0.5)
     assert not (out / "epd_att002").exists()
     assert child.alive()
+
+
+@pytest.mark.timeout(180)
+def test_logger_live_lerobot_dataset(ros_env, procs, rclpy_context, tmp_path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    out = tmp_path / "bags"
+    root = tmp_path / "live_ds"
+    child = start_logger(procs, ros_env, out, "logger", "-p", "dataset.enable:=true",
+                         "-p", f"dataset.root:={root}", "-p", "dataset.keep_failed:=false",
+                         "-p", "dataset.use_videos:=false", "-p", "dataset.fps:=20")
+    pub = Pub(rclpy_context)
+    wait_for(lambda: "live LeRobot dataset" in log_text(child), 90, "the logger with lerobot loaded", child)
+    pub.wait_matched(child=child)
+    wait_for(lambda: pub.js_pub.get_subscription_count() > 0, 20, "joint_states subscription", child)
+    pub.attempt("eplive", 1, 12, outcome="failure", rate_hz=20)
+    pub.attempt("eplive", 2, 10, outcome="success", rate_hz=20)
+    wait_for(lambda: (out / "eplive_att002" / "metadata.yaml").exists(), 30, "both bags", child)
+    wait_for(lambda: "eplive_att002 -> episode 0" in log_text(child), 60, "the episode written", child)
+    procs.stop(child)                     # SIGINT: the dataset is finalised
+    errors = [ln for ln in log_text(child).splitlines() if "live dataset" in ln and "failed" in ln]
+    assert not errors, errors
+    ds = LeRobotDataset("local/wvm_live", root=root)
+    assert ds.num_episodes == 1           # the failed attempt was dropped
+    n = len(ds)
+    assert 7 <= n <= 10, n                # the first frames may precede the first action
+    items = [ds[i] for i in range(n)]     # iterates
+    assert all(tuple(it["observation.image"].shape) == (3, 48, 64) for it in items)
+    assert bool(items[-1]["next.done"]) and bool(items[-1]["next.success"])
+    prog = [float(it["progress"]) for it in items]
+    assert prog == sorted(prog) and prog[-1] > 0.5
+    assert (root / "sarm_progress.parquet").exists()

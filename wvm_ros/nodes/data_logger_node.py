@@ -20,8 +20,12 @@ Parameters (see config/wvm.yaml, section wvm_logger):
   min_free_mb (float)        stop recording when the disk would have less free space
   max_total_mb (float)       stop recording when output_dir would exceed this (0: no cap)
   calibration_id (str), task (str: used when the START event carries none)
-  dataset.enable (bool) ...  live LeRobot dataset writing (see wvm_ros.core.live_dataset
-                             in docs/data.md)
+  dataset.enable (bool)      live LeRobot dataset, one episode per attempt
+                             (wvm_ros.core.bag2lerobot.LiveDatasetRecorder); dataset.root,
+                             dataset.keep_failed, dataset.fps, dataset.use_videos,
+                             dataset.reference_topic, dataset.image_topics, dataset.state_topic,
+                             dataset.action_topic, dataset.ground_truth_topic,
+                             dataset.max_age_s, dataset.repo_id; see docs/data.md
 """
 from __future__ import annotations
 
@@ -31,7 +35,9 @@ import sys
 import time
 
 import rclpy
+import rclpy.exceptions
 import rclpy.executors
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
@@ -115,6 +121,7 @@ class DataLoggerNode(Node):
         self._reset_attempt_state()
         self.closed_bags: list[str] = []
         self.dataset = None  # live LeRobot sink, see _setup_dataset
+        self._setup_dataset()
 
         self._EpisodeEvent = import_msg_class("wvm_msgs/msg/EpisodeEvent")
         self._Progress = import_msg_class("wvm_msgs/msg/Progress")
@@ -126,6 +133,60 @@ class DataLoggerNode(Node):
         self.create_timer(discovery_period_s, self._tick)
         self.get_logger().info(f"recording {len(self.topics)} topics into {self.out} "
                                f"(qos {self.qos_reliability}, flush every {self.flush_period_s} s)")
+
+    # ------------------------------------------------------------------ live dataset
+    def _setup_dataset(self) -> None:
+        p = self.declare_parameter
+        enable = bool(p("dataset.enable", False).value)
+        root = str(p("dataset.root", "").value)
+        keep_failed = bool(p("dataset.keep_failed", True).value)
+        fps = int(p("dataset.fps", 10).value)
+        videos = str(p("dataset.use_videos", "auto",
+                       ParameterDescriptor(dynamic_typing=True)).value).lower()  # auto | true | false
+        ref = str(p("dataset.reference_topic", "/camera/image_raw").value)
+        image_topics = [t for t in p("dataset.image_topics", [""]).value if t]
+        state_topic = str(p("dataset.state_topic", "/robot/joint_states").value)
+        action_topic = str(p("dataset.action_topic", "/robot/action").value)
+        gt_topic = str(p("dataset.ground_truth_topic", "/sim/ground_truth_progress").value)
+        max_age_s = float(p("dataset.max_age_s", 0.1).value)
+        repo_id = str(p("dataset.repo_id", "local/wvm_live").value)
+        if not enable:
+            return
+        from wvm_ros.core.bag2lerobot import AlignConfig, LiveDatasetRecorder, parse_image_keys
+
+        use_videos = {"auto": "auto", "true": True, "false": False}.get(videos)
+        if use_videos is None:
+            raise ValueError(f"parameter dataset.use_videos={videos!r}; expected auto, true or false")
+        if not root:
+            root = str(self.out / time.strftime("lerobot_%Y%m%d_%H%M%S"))
+        cfg = AlignConfig(reference_topic=ref, image_keys=parse_image_keys([ref, *image_topics]),
+                          state_topic=state_topic, action_topic=action_topic,
+                          progress_topic=self.progress_topic, event_topic=self.event_topic,
+                          ground_truth_topic=gt_topic, max_age_s=max_age_s)
+        check_writable_dir(root)
+        # import lerobot now, not at the first END (that would stall the executor for seconds)
+        import wvm_ros.core.dataset  # noqa: F401
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset  # noqa: F401
+
+        self.dataset = LiveDatasetRecorder(root, cfg, fps=fps, keep_failed=keep_failed, use_videos=use_videos,
+                                           repo_id=repo_id, default_task=self.default_task,
+                                           log_fn=lambda m: self.get_logger().warning(m))
+        for t in (*cfg.image_topics, state_topic, action_topic, gt_topic):
+            if t not in self.topics:
+                self.topics.append(t)
+                self.received.setdefault(t, 0)
+                self.recorded.setdefault(t, 0)
+        self.get_logger().info(f"live LeRobot dataset -> {root} (failed attempts "
+                               f"{'kept' if keep_failed else 'dropped'})")
+
+    def _dataset_call(self, what: str, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # the bags are the record; a dataset problem must not stop them
+            import traceback
+
+            self.get_logger().error(f"live dataset {what} failed: {type(exc).__name__}: {exc}\n"
+                                    f"{traceback.format_exc(limit=6)}")
 
     # ------------------------------------------------------------------ subscriptions
     def _choose_qos(self, topic: str, force_reliable: bool = False) -> QoSProfile:
@@ -187,7 +248,7 @@ class DataLoggerNode(Node):
             self.last_task = deserialize_message(raw, self._String).data or self.last_task
         self._write(topic, raw, now_ns)
         if self.dataset is not None and self.bag is not None:
-            self.dataset.on_message(topic, self.types.get(topic, ""), raw, now_ns)
+            self._dataset_call("message", self.dataset.on_message, topic, self.types.get(topic, ""), raw, now_ns)
 
     def _add_topic(self, topic: str) -> None:
         self.bag.add_topic(topic, self.types[topic], self.qos_text.get(topic, ""))
@@ -274,7 +335,7 @@ class DataLoggerNode(Node):
             if t in self.subs:
                 self._add_topic(t)
         if self.dataset is not None:
-            self.dataset.on_start(ev)
+            self._dataset_call("start", self.dataset.on_start, ev)
         self.get_logger().info(f"recording attempt {ev.episode_id}/{ev.attempt} -> {path}")
 
     def _final_custom(self, extra: dict) -> dict:
@@ -301,7 +362,10 @@ class DataLoggerNode(Node):
         self.get_logger().info(f"closed {info.path.name}: {info.message_count} messages, outcome "
                                f"{custom.get('outcome')}, final progress {custom['final_progress'] or 'n/a'}")
         if self.dataset is not None:
-            self.dataset.on_end(custom)
+            n_before = self.dataset.episodes_written
+            self._dataset_call("episode", self.dataset.on_end, custom)
+            if self.dataset.episodes_written > n_before:
+                self.get_logger().info(f"live dataset: {info.path.name} -> episode {self.dataset.episodes_written - 1}")
 
     def _stop_recording(self, reason: str) -> None:
         if self.stopped_reason:
@@ -317,13 +381,13 @@ class DataLoggerNode(Node):
             except (OSError, BagError) as exc:
                 self.get_logger().error(f"cannot finish bag {bag.path}: {exc}")
             if self.dataset is not None:
-                self.dataset.on_abort()
+                self._dataset_call("abort", self.dataset.on_abort)
 
     def shutdown(self) -> None:
         if self.bag is not None:
             self._close_bag({"outcome": "interrupted", "end_reason": "logger stopped"})
         if self.dataset is not None:
-            self.dataset.close()
+            self._dataset_call("finalize", self.dataset.close)
         total_rx = sum(self.received.values())
         total_rec = sum(self.recorded.values())
         self.get_logger().info(f"stopped: {total_rec} messages recorded of {total_rx} received, "
@@ -331,15 +395,29 @@ class DataLoggerNode(Node):
 
 
 def main(argv=None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    """Spin until SIGINT / SIGTERM; a callback in progress (e.g. writing a dataset episode)
+    always completes before the open bag is closed and the dataset finalised."""
+    import signal
+    import threading
+
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     code = 0
     try:
         node = DataLoggerNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except rclpy.executors.ExternalShutdownException:
         pass
-    except (BagError, ValueError) as exc:
+    except (BagError, ValueError, rclpy.exceptions.ParameterException) as exc:
         print(f"[wvm_logger] fatal: {exc}", file=sys.stderr, flush=True)
         code = 1
     finally:
