@@ -150,13 +150,12 @@ class DataLoggerNode(Node):
         gt_topic = str(p("dataset.ground_truth_topic", "/sim/ground_truth_progress").value)
         max_age_s = float(p("dataset.max_age_s", 0.1).value)
         repo_id = str(p("dataset.repo_id", "local/wvm_live").value)
-        if not enable:
-            return
-        from wvm_ros.core.bag2lerobot import AlignConfig, LiveDatasetRecorder, parse_image_keys
-
         use_videos = {"auto": "auto", "true": True, "false": False}.get(videos)
         if use_videos is None:
             raise ValueError(f"parameter dataset.use_videos={videos!r}; expected auto, true or false")
+        if not enable:
+            return
+        from wvm_ros.core.bag2lerobot import AlignConfig, LiveDatasetRecorder, parse_image_keys
         if not root:
             root = str(self.out / time.strftime("lerobot_%Y%m%d_%H%M%S"))
         cfg = AlignConfig(reference_topic=ref, image_keys=parse_image_keys([ref, *image_topics]),
