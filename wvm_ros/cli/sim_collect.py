@@ -110,6 +110,13 @@ def _label(ro, kind: str, min_retry_setback: float):
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    try:  # our own bar shows the progress; the datasets library would add one per episode
+        from datasets import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass
+
     from wvm_ros.core.dataset import ValuedDatasetWriter
     from wvm_ros.core.groundtruth import value_chunks
     from wvm_ros.core.sim.pusht import STATE_NAMES, PushTSim

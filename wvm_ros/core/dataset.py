@@ -128,6 +128,8 @@ class ValuedDatasetWriter:
             if dt not in SCALAR_DTYPES:
                 raise ValueError(f"extra scalar {k!r}: expected dtype one of {SCALAR_DTYPES}, got {dt!r}")
 
+        # the SVT-AV1 encoder prints ~20 info lines per episode unless told otherwise
+        os.environ.setdefault("SVT_LOG", "1")
         if use_videos == "auto":
             ok, reason = video_support()
             self.use_videos = ok
@@ -171,6 +173,8 @@ class ValuedDatasetWriter:
             robot_type=robot_type,
             use_videos=self.use_videos,
             image_writer_threads=int(image_writer_threads),
+            # only used to decode while writing; skips lerobot's noisy torchcodec probe
+            video_backend="pyav",
         )
         self.repo_id = repo_id
         self._frames = 0
