@@ -61,9 +61,10 @@ def test_dispatch_and_errors():
         piecewise_linear(5, [(0, 0), (3, 1), (2, 1)])
 
 
-def test_value_chunks_forward_and_padded():
+def test_value_chunks_end_at_frame_and_padded():
     c = value_chunks([0.0, 0.5, 1.0], 2)
-    np.testing.assert_allclose(c, [[0, 0.5], [0.5, 1.0], [1.0, 1.0]])
+    np.testing.assert_allclose(c, [[0, 0], [0, 0.5], [0.5, 1.0]])
+    np.testing.assert_allclose(value_chunks([0.1, 0.2, 0.3, 0.4], 3)[3], [0.2, 0.3, 0.4])
     assert c.dtype == np.float32 and value_chunks([0.2], 4).shape == (1, 4)
     with pytest.raises(ValueError, match="h"):
         value_chunks([0.1], 0)

@@ -8,7 +8,7 @@ Features written (all per frame):
     observation.state     float32 (state_dim,)
     action                float32 (action_dim,)
     progress              float32 (1,)   ground-truth or estimated task progress in [0, 1]
-    value_chunk           float32 (h,)   values of frames t .. t+h-1 (see groundtruth.value_chunks)
+    value_chunk           float32 (h,)   values of frames t-h+1 .. t (see groundtruth.value_chunks)
     next.success          bool (1,)
     next.done             bool (1,)
     <extra scalars>       float32 / int64 / bool (1,), e.g. progress_coverage, segment

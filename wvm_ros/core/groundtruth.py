@@ -90,12 +90,14 @@ def ground_truth_progress(T: int, kind: str = "expert", segment: tuple[int, int]
 
 
 def value_chunks(progress, h: int) -> np.ndarray:
-    """(T, h) chunks: row t holds the values of frames t .. t+h-1 (the last frame repeated past
-    the end), the per-frame `value_chunk` target stored in valued datasets."""
+    """(T, h) chunks: row t holds the values of frames t-h+1 .. t (oldest first; the first frame
+    repeated before the start), i.e. the h "current" frames whose values a WVM chunk predicts
+    when frame t is the newest. This is the per-frame `value_chunk` stored in valued datasets,
+    the same layout as the live recordings (the value node's chunk at the newest frame)."""
     p = np.asarray(progress, dtype=np.float32).reshape(-1)
     if p.size == 0:
         raise ValueError("progress: expected at least one frame")
     if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1:
         raise ValueError(f"h: expected the chunk length as an int >= 1, got {h!r}")
-    idx = np.minimum(np.arange(p.size)[:, None] + np.arange(int(h))[None, :], p.size - 1)
+    idx = np.maximum(np.arange(p.size)[:, None] - np.arange(int(h) - 1, -1, -1)[None, :], 0)
     return p[idx]
