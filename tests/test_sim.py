@@ -47,8 +47,8 @@ def test_reset_is_deterministic_and_valid():
 
 def test_block_at_goal_is_full_coverage():
     sim = PushTSim()
-    sim.reset(0)
-    sim._set_state(np.array([60.0, 60.0]), GOAL_POSE)  # test-only: place the block on the goal
+    s = sim.reset_to([60.0, 60.0], GOAL_POSE)
+    assert np.allclose(s[2:4], GOAL_POSE[:2]) and sim.coverage > 0.99
     r = sim.step([60.0, 60.0])
     assert r.coverage > 0.99 and r.success
     assert np.allclose(r.state[2:4], GOAL_POSE[:2], atol=1e-6)
@@ -69,6 +69,8 @@ def test_step_moves_agent_and_rejects_bad_input():
         sim.step([np.nan, 1.0])
     with pytest.raises(ValueError, match="difficulty"):
         PushTSim(difficulty=0)
+    with pytest.raises(ValueError, match="reset_to"):
+        sim.reset_to([600.0, 10.0], GOAL_POSE)
     with pytest.raises(ValueError, match="image_size"):
         PushTSim(image_size="big")
 

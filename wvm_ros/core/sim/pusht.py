@@ -183,6 +183,22 @@ class PushTSim:
         self._reset_done = True
         return self.state
 
+    def reset_to(self, agent_xy, block_pose) -> np.ndarray:
+        """New attempt from a given start: agent (x, y), block pose (x, y, theta) of the body
+        origin, in sim pixels / radians. Returns the state vector."""
+        agent = np.asarray(agent_xy, dtype=np.float64).reshape(-1)
+        block = np.asarray(block_pose, dtype=np.float64).reshape(-1)
+        if agent.shape != (2,) or block.shape != (3,) or not (np.all(np.isfinite(agent)) and np.all(np.isfinite(block))):
+            raise ValueError(f"reset_to: expected agent (x, y) and block (x, y, theta), got {agent_xy!r}, {block_pose!r}")
+        if np.any(agent < WALL_MIN) or np.any(agent > WALL_MAX):
+            raise ValueError(f"reset_to: agent {agent.tolist()} is outside the arena ({WALL_MIN}..{WALL_MAX})")
+        self._env.reset()
+        self._set_state(agent, block)
+        self.steps = 0
+        self._coverage = self.start_coverage = float(self._env._get_coverage())
+        self._reset_done = True
+        return self.state
+
     @staticmethod
     def _start_ok(agent: np.ndarray, block: np.ndarray) -> bool:
         import shapely.geometry as sg
