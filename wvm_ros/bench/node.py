@@ -183,12 +183,13 @@ def measure_node(args, hw) -> dict:
     log_dir = os.path.join(args.output, "bench_node_logs")
     ctx = Context()
     rclpy.init(context=ctx)
-    recv: list[tuple[float, float, bool]] = []   # (receive wall time, header stamp, valid)
+    recv: list[tuple[float, float, bool, float]] = []   # (receive wall time, header stamp, valid, inference_latency)
     with ProcessGroup(log_dir=log_dir) as group:
         node_proc = group.start("value_node", node_cmd, env=node_env)
         node = Node("bench_progress_listener", context=ctx)
         node.create_subscription(Progress, "/wvm/progress",
-                                 lambda m: recv.append((time.time(), stamp_to_sec(m.header.stamp), bool(m.valid))),
+                                 lambda m: recv.append((time.time(), stamp_to_sec(m.header.stamp), bool(m.valid),
+                                                        float(m.inference_latency))),
                                  reliable(50))
         ex = SingleThreadedExecutor(context=ctx)
         ex.add_node(node)
@@ -196,7 +197,7 @@ def measure_node(args, hw) -> dict:
                                "--frame-size", args.frame_size, "--topic", topic], env=node_env)
         try:
             deadline = time.monotonic() + args.startup_timeout
-            while not any(v for _, _, v in recv):
+            while not any(r[2] for r in recv):
                 ex.spin_once(timeout_sec=0.1)
                 if not node_proc.alive():
                     raise RuntimeError(f"value node exited with code {node_proc.popen.poll()}:\n{node_proc.log_tail(30)}")
@@ -220,12 +221,14 @@ def measure_node(args, hw) -> dict:
             except Exception:  # noqa: BLE001
                 pass
     seen: set[float] = set()
-    new_lat = []
-    for t_recv, stamp, valid in recv:
+    new_lat, infer_lat = [], []
+    for t_recv, stamp, valid, inf in recv:
         if valid and stamp not in seen:
             seen.add(stamp)
             new_lat.append(t_recv - stamp)
-    return {"latency_new_estimates": percentiles(new_lat), "progress_msgs": len(recv),
+            infer_lat.append(inf)
+    return {"latency_new_estimates": percentiles(new_lat),
+            "node_reported_inference_latency": percentiles(infer_lat), "progress_msgs": len(recv),
             "valid_msgs": sum(1 for r in recv if r[2]), "output_rate_hz": len(recv) / elapsed,
             "input_rate_hz": args.rate, "fraction_processed": len(recv) / max(1.0, elapsed * args.rate),
             "duration_s": elapsed, "logs": log_dir}
@@ -248,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
     result["meets_target"] = bool(p99 <= args.target_p99_ms and sustained)
     print(f"value node through DDS: p50 {node_res['latency_new_estimates']['p50_ms']:.1f} ms, p99 {p99:.1f} ms "
           f"(new estimates, n={node_res['latency_new_estimates']['n']}), Progress at "
-          f"{node_res['output_rate_hz']:.1f} Hz of {args.rate:g} ({100 * node_res['fraction_processed']:.0f} % of frames)")
+          f"{node_res['output_rate_hz']:.1f} Hz of {args.rate:g} ({100 * node_res['fraction_processed']:.0f} % of frames); "
+          f"node-reported inference p50 {node_res['node_reported_inference_latency']['p50_ms']:.1f} ms")
     if not args.no_baseline:
         import torch
 
@@ -265,10 +269,22 @@ def run(args: argparse.Namespace) -> int:
             stream = realtime_loop(StreamingValueEstimator(model, TASK), frames, args.rate, args.baseline_duration)
         result.update(baseline="naive estimator, in-process 30 Hz loop (the value node has no naive mode)",
                       naive_in_process=naive, streaming_in_process=stream)
+        loops = [("naive (in-process)", naive), ("streaming (in-process)", stream)]
+        from wvm_ros.core.backends import BackendError, BackendOptions
+        from wvm_ros.core.backends.wvm import build_estimator
+
+        try:  # what the node would do with `backend: onnxruntime`
+            est = build_estimator(model, TASK, BackendOptions(backend="onnxruntime", strict=True, threads=args.threads))
+            with torch.inference_mode():
+                ort_loop = realtime_loop(est, frames, args.rate, args.baseline_duration)
+            result["streaming_onnxruntime_in_process"] = ort_loop
+            loops.append(("streaming onnxruntime (in-process)", ort_loop))
+        except BackendError as exc:
+            print(f"[bench node] onnxruntime loop skipped: {exc}")
         r = naive["latency_new_estimates"]["p99_ms"] / max(p99, 1e-6)
         result["ratio"] = r
         result["ratio_definition"] = "naive p99 latency (in-process) / value node p99 latency (through DDS)"
-        for name, res in (("naive (in-process)", naive), ("streaming (in-process)", stream)):
+        for name, res in loops:
             print(f"{name}: p50 {res['latency_new_estimates']['p50_ms']:.1f} ms, p99 "
                   f"{res['latency_new_estimates']['p99_ms']:.1f} ms, {res['output_rate_hz']:.1f} Hz "
                   f"({100 * res['fraction_processed']:.0f} % of frames, {res['dropped']} dropped)")

@@ -61,7 +61,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if precision == "fp16":
-        if not builder.platform_has_fast_fp16:
+        if not getattr(builder, "platform_has_fast_fp16", True):
             log.warning("this GPU has no fast fp16; building fp16 anyway")
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "bf16":
@@ -84,6 +84,16 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
     out = Path(engine_path)
     out.write_bytes(bytes(serialized))
     return out
+
+
+def _torch_dtype(trt, torch, dt):
+    """torch dtype of a TensorRT tensor dtype (bf16 has no numpy twin, so no trt.nptype)."""
+    table = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
+             "INT64": torch.int64, "INT8": torch.int8, "UINT8": torch.uint8, "BOOL": torch.bool}
+    for name, tdt in table.items():
+        if hasattr(trt.DataType, name) and dt == getattr(trt.DataType, name):
+            return tdt
+    raise BackendUnavailableError(f"tensorrt backend: unsupported tensor dtype {dt}")
 
 
 class TensorRTBackend(InferenceBackend):
@@ -114,7 +124,7 @@ class TensorRTBackend(InferenceBackend):
         for i in range(engine.num_io_tensors):
             n = engine.get_tensor_name(i)
             self._io[n] = (engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT,
-                           torch.from_numpy(np.zeros(0, dtype=trt.nptype(engine.get_tensor_dtype(n)))).dtype)
+                           _torch_dtype(trt, torch, engine.get_tensor_dtype(n)))
         missing = [n for n in self.input_names + list(self.outputs) if n not in self._io]
         if missing:
             raise BackendUnavailableError(f"tensorrt backend: engine {engine_path} lacks tensors {missing}")
