@@ -69,6 +69,7 @@ def test_bf16_on_cpu_runs_and_fp16_on_cpu_is_refused(opts):
     opts.precision = "bf16"
     b = build_backend("torch", pred, opts, "h")
     assert b.run(pred.example_inputs)["chunk"].dtype == np.float32
+    assert next(pred.module.parameters()).dtype == torch.float32  # the caller's module is untouched
     opts.precision = "fp16"
     with pytest.raises(BackendUnavailableError, match="fp16 on the CPU"):
         build_backend("torch", pred, opts, "h")

@@ -48,6 +48,12 @@ class TorchBackend(InferenceBackend):
             torch.set_num_threads(int(threads))
         self._torch = torch
         self._dtype = getattr(torch, _DTYPES[precision])
+        cur = next(iter(module.parameters()), None)
+        if cur is not None and (cur.dtype != self._dtype or cur.device != torch.device(device)):
+            # never convert the caller's model in place (it may be shared with other users)
+            import copy
+
+            module = copy.deepcopy(module)
         self.module = module.to(device=device, dtype=self._dtype).eval()
 
     def _prep(self, x: Any):
