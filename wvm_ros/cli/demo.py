@@ -180,7 +180,8 @@ def plot_attempts(attempts: list[Attempt], path: Path, title: str = "") -> Path:
         ax.set_xlabel("time since START (s)")
         ax.set_ylabel("progress")
         ax.set_title(f"{a.episode_id} #{a.attempt}: {a.outcome or 'unfinished'}", fontsize=9)
-        ax.legend(fontsize=7, loc="lower right")
+        if a.gt or a.pred:
+            ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -250,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         "sim_robot": {"width": size, "height": size, "rate_hz": float(args.rate)},
         "wvm_value": {"image_width": size, "image_height": size},
         "wvm_policy": {"episodes": int(args.attempts), "max_attempts": int(args.max_attempts),
-                       "timeout_s": float(args.attempt_timeout), "start_delay_s": 0.5,
+                       "timeout_s": float(args.attempt_timeout), "start_delay_s": 3.0,
                        "rate_hz": float(args.rate)},
     }
     for node, params in sets.items():
@@ -288,9 +289,10 @@ def run(args: argparse.Namespace) -> int:
         probe = TopicProbe({"/wvm/episode_event": EpisodeEvent, "/wvm/progress": Progress,
                             "/sim/ground_truth_progress": Float32, "/sim/success": Bool},
                            name="wvm_demo_monitor", on_message=monitor.on_message, keep=10)
-        # the value node loads its model first (the slowest start), then the robot and policy
-        # start, so that the first attempt is valued from its first frame
-        first = [s.name for s in specs if s.name in ("wvm_value", "wvm_logger")]
+        # the value node loads its model (the slowest start) while the simulator and logger come
+        # up; the policy starts last, so that the first attempt is valued from its first frame
+        # and its events find every subscriber already discovered
+        first = [s.name for s in specs if s.name != "wvm_policy"]
         runner.start(only=first)
         monitor.state = "loading the value model"
 
@@ -298,7 +300,8 @@ def run(args: argparse.Namespace) -> int:
             if runner.group.dead():
                 return True
             return probe.node.count_publishers("/wvm/progress") > 0 and (
-                "wvm_logger" not in first or probe.node.count_subscribers("/wvm/episode_event") >= 1 + len(first))
+                "wvm_logger" not in first or probe.node.count_subscribers("/wvm/episode_event") >= 1 + len(
+                    [n for n in first if n in ("wvm_value", "wvm_logger")]))
         t_ready = time.monotonic()
         while not ready() and time.monotonic() - t_ready < 180:
             bar.set_postfix_str(monitor.line(), refresh=True)
@@ -351,9 +354,9 @@ def run(args: argparse.Namespace) -> int:
     plot = plot_attempts(attempts, out / "progress.png",
                          title="predicted vs ground-truth progress" + (" (UNTRAINED model)" if untrained else ""))
     all_bags = find_bags(bag_dir) if record else []
-    keys = {(a.episode_id, a.attempt) for a in attempts}
+    keys = {(a.episode_id, str(a.attempt)) for a in attempts}
     # an attempt the policy started after the last counted one is cut short by the stop
-    bags = [b for b in all_bags if (b.get("episode_id"), b.get("attempt")) in keys or "error" in b]
+    bags = [b for b in all_bags if (b.get("episode_id"), str(b.get("attempt"))) in keys or "error" in b]
     extra = [b["path"] for b in all_bags if b not in bags]
     summary = {"ok": rc == 0, "exit_code": rc, "elapsed_s": round(elapsed, 1), "attempts": [a.to_dict() for a in attempts],
                "untrained_model": untrained, "plot": str(plot), "bags": bags, "interrupted_bags": extra, "logs": str(log_dir),

@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -64,6 +65,10 @@ def resolve_checkpoint(param: str) -> str | None:
     return str(p) if p is not None else None
 
 
+class CheckpointMissing(RuntimeError):
+    """The checkpoint parameter names a path that does not exist."""
+
+
 @dataclass
 class Camera:
     topic: str
@@ -94,6 +99,10 @@ class ValueNode(Node):
         if not topics or not all(isinstance(t, str) and t for t in topics):
             raise ValueError(f"image_topics: expected a non-empty list of topic names, got {topics!r}")
 
+        if ck_param and not Path(ck_param).expanduser().exists():
+            # said before torch is imported (seconds), in the model loader's words
+            raise CheckpointMissing(f"checkpoint {Path(ck_param).expanduser()} does not exist (expected a directory "
+                                    f"with model.safetensors and config.json for preset {self.preset!r})")
         from wvm_ros.core.model import ModelLoadError, load_value_model
         from wvm_ros.core.streaming import StreamingValueEstimator
 
@@ -122,7 +131,7 @@ class ValueNode(Node):
         self.episode_id, self.attempt, self.episode_state = "", 0, ""
         self.estimates = 0
 
-        self.stats = NodeStats(rates=("input", "output"), expect_input_within_s=5.0)
+        self.stats = NodeStats(rates=("input", "output", "estimate"), expect_input_within_s=5.0)
         self.stats.extra.update({"model": self.model_name, "checkpoint": self.checkpoint_id,
                                  "untrained": str(self.untrained), "device": device,
                                  "image topics": ", ".join(topics)})
@@ -248,9 +257,18 @@ class ValueNode(Node):
                           latency=time.perf_counter() - t0, frame=rgb)
             return
         cam.last_frame = rgb
+        cam.stamps[t] = (stamp, frame_id)
+        while len(cam.stamps) > 256:
+            cam.stamps.pop(next(iter(cam.stamps)))
         if est is not None:
+            new = cam.last is None or est.stamp_s != cam.last.stamp_s
             cam.last = est
-            self.stats.add_latency(float(getattr(est, "latency_s", time.perf_counter() - t0)))
+            if new:
+                self.stats.add_latency(float(getattr(est, "latency_s", time.perf_counter() - t0)))
+                self.stats.tick("estimate")
+            # header stamp = the newest image the estimate used (frames between samples
+            # republish the latest estimate with its own stamp, so consumers see it is unchanged)
+            stamp, frame_id = cam.stamps.get(est.stamp_s, (stamp, frame_id))
         self._publish(cam, est, stamp, frame_id, episode, latency=time.perf_counter() - t0, frame=rgb)
 
     def _error(self, text: str) -> None:
@@ -344,9 +362,10 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as e:
-        from wvm_ros.core.model import ModelLoadError
-
-        if isinstance(e, ModelLoadError):
+        load_errors: tuple = (CheckpointMissing,)
+        if "wvm_ros.core.model" in sys.modules:
+            load_errors += (sys.modules["wvm_ros.core.model"].ModelLoadError,)
+        if isinstance(e, load_errors):
             print(f"wvm_value: cannot start: {e}", file=sys.stderr, flush=True)
             rc = 2
         else:
