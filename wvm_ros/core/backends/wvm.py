@@ -57,6 +57,8 @@ class PredictChunkPart(nn.Module):
 
     def forward(self, latent_window, prefix_value, text_emb):
         m = self.model
+        if not torch.jit.is_tracing():
+            return m.predict_chunk(latent_window, prefix_value, text_emb)
         orig = m._rope
         # RoPE tables are cached by shape; under the ONNX tracer shapes are traced values,
         # so key them by plain ints to hit the cache (the tables then trace as constants)
