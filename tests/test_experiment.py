@@ -121,3 +121,22 @@ def test_cli_bad_input(tmp_path, capsys):
     assert main(["experiment", "retries", "--output", str(tmp_path), "--untrained",
                  "--success-threshold", "1.5"]) == 2
     assert "success_threshold" in capsys.readouterr().err
+
+
+def test_replay_decides_like_the_live_state_machine():
+    from wvm_ros.core.episode import EpisodeConfig
+    from wvm_ros.core.experiment import replay, score_replays
+
+    # estimates at 2 Hz: a ramp reaching 1.0 at t = 10 s; ground truth succeeds at 9.6 s
+    t = [0.5 * i for i in range(27)]
+    ramp = {"injection": "none", "t": t, "pred": [min(1.0, x / 10) for x in t], "t_gt": 9.6, "t_end": 13.0}
+    flat = {"injection": "stuck", "t": t, "pred": [0.2] * len(t), "t_gt": None, "t_end": 13.0}
+    early = {"injection": "none", "t": t, "pred": [min(1.0, x / 8) for x in t], "t_gt": 12.0, "t_end": 13.0}
+    cfg = EpisodeConfig(success_threshold=0.95, success_dwell_s=0.4, stall_window_s=4.0)
+    assert replay(ramp, cfg) == ("SUCCESS", pytest.approx(10.0))        # 0.95 at 9.5, dwell to 10.0
+    kind, t_dec = replay(flat, cfg)
+    assert kind == "STALL" and t_dec == pytest.approx(4.0)
+    s = score_replays([ramp, flat, early], cfg)
+    assert s["median_delay_s"] == pytest.approx(0.4)
+    assert s["false_success_rate"] == pytest.approx(1 / 3)               # "early" fires at 8.0 < 12.0
+    assert s["stuck_caught"] == "1/1" and s["missed"] == 0

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 HELP = "experiments, e.g. `wvm experiment retries`"
-EXPERIMENTS = ("retries",)
+EXPERIMENTS = ("retries", "calibrate")
 
 
 def default_checkpoint() -> Path:
@@ -23,7 +23,9 @@ def default_checkpoint() -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from wvm_ros.core.episode import EpisodeConfig
 
-    parser.add_argument("experiment", choices=EXPERIMENTS, help="which experiment")
+    parser.add_argument("experiment", choices=EXPERIMENTS,
+                        help="retries: the experiment; calibrate: record one attempt per seed without decisions and "
+                             "score a grid of state-machine settings by replay (how the defaults were chosen)")
     parser.add_argument("--output", required=True, help="folder for retries.json / .md / .png / attempts.jsonl")
     parser.add_argument("--checkpoint", default=None,
                         help=f"WVM checkpoint directory (default: the shipped {default_checkpoint()})")
@@ -86,8 +88,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"wvm experiment: {e}\n(train one with `wvm train`, or pass --untrained to check the pipeline only)",
               file=sys.stderr)
         return 2
+    if args.experiment == "calibrate":
+        return _calibrate(model, cfg, out)
     result = run_experiment(model, cfg)
     paths = write_report(result, out)
     print(paths["md"].read_text())
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}, {paths['attempts']}")
+    return 0
+
+
+CAL_GRID = {"success_threshold": [0.85, 0.9, 0.95], "success_dwell_s": [0.0, 0.3, 0.8],
+            "stall_window_s": [4.0, 6.0, 8.0]}
+
+
+def _calibrate(model, cfg, out: Path) -> int:
+    import json
+
+    from wvm_ros.core.experiment import calibrate
+
+    res = calibrate(model, [cfg.seed + i for i in range(cfg.episodes)], cfg.injections, cfg.difficulty, cfg.task,
+                    CAL_GRID, base=cfg.episode)
+    (out / "calibration.json").write_text(json.dumps(res, indent=1, default=float))
+    cols = list(CAL_GRID) + ["median_delay_s", "p90_delay_s", "false_success_rate", "missed", "stuck_caught",
+                             "false_failures_on_successful"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in res["rows"]:
+        lines.append("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    (out / "calibration.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {out / 'calibration.json'}, {out / 'calibration.md'}")
     return 0

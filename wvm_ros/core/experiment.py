@@ -310,6 +310,106 @@ def run_experiment(model, cfg: ExperimentConfig, progress: bool = True) -> dict:
             "config": cfg.to_dict()}
 
 
+# ------------------------------------------------------------------------- calibration
+def record_trace(sim, policy_factory, estimator, scene_seed: int, injections: list[dict],
+                 max_s: float = 30.0, after_success_s: float = 3.0) -> dict:
+    """Run one attempt without any decision (to `after_success_s` past ground-truth success,
+    or `max_s`) and record the estimates: {"t", "pred"} at estimate times, {"t_gt"}."""
+    import torch
+
+    hz = float(sim.control_hz)
+    sample_every = max(1, int(round(hz / float(estimator.config.sample_fps))))
+    state = sim.reset(seed=scene_seed)
+    policy = policy_factory(injections, scene_seed)
+    estimator.reset()
+    torch.manual_seed(scene_seed)
+    ts, preds, gts = [], [], []
+    t_gt, last = None, None
+    for step in range(int(max_s * hz) + 1):
+        t = step / hz
+        if sim.success and t_gt is None:
+            t_gt = t
+        if t_gt is not None and t - t_gt >= after_success_s:
+            break
+        if step % sample_every == 0:
+            e = estimator.push(sim.render(), t)
+            if e is not None and e.stamp_s != last:
+                last = e.stamp_s
+                ts.append(t)
+                preds.append(float(e.progress))
+                gts.append(float(sim.progress))
+        state = sim.step(policy.act(state)).state
+    return {"scene_seed": scene_seed, "injection": ",".join(i["kind"] for i in injections) or "none",
+            "t": ts, "pred": preds, "gt": gts, "t_gt": t_gt, "t_end": t}
+
+
+def replay(trace: dict, ecfg: EpisodeConfig, dt: float = 0.1) -> tuple[str, float]:
+    """The state machine's first decision on a recorded attempt: (kind, time). Exactly what the
+    live loop decides, since nothing acts on the robot before the first decision."""
+    sm = EpisodeStateMachine(ecfg)
+    sm.start_episode(0.0)
+    est = dict(zip((round(t / dt) for t in trace["t"]), trace["pred"]))
+    for k in range(int(round(trace["t_end"] / dt)) + 1):
+        t = k * dt
+        if k in est:
+            sm.update(t, est[k])
+        else:
+            sm.tick(t)
+        if sm.state != RUNNING:
+            return sm.current.kind, t
+    return "NONE", trace["t_end"]
+
+
+def score_replays(traces: list[dict], ecfg: EpisodeConfig) -> dict:
+    delays, false_s, missed, stuck_caught, clean_failed, n_stuck, n_clean = [], 0, 0, 0, 0, 0, 0
+    for tr in traces:
+        kind, t = replay(tr, ecfg)
+        if kind == "SUCCESS":
+            if tr["t_gt"] is None or tr["t_gt"] > t + 1e-9:
+                false_s += 1
+            else:
+                delays.append(t - tr["t_gt"])
+        elif tr["t_gt"] is not None:   # reached, but failed or not detected within the recording
+            missed += 1
+        if tr["injection"] == "stuck":
+            n_stuck += 1
+            stuck_caught += kind in ("STALL", "REGRESSION", "TIMEOUT")
+        elif tr["t_gt"] is not None:
+            n_clean += 1
+            clean_failed += kind in ("STALL", "REGRESSION", "TIMEOUT")
+    n = len(traces)
+    return {"median_delay_s": float(np.median(delays)) if delays else None,
+            "p90_delay_s": float(np.percentile(delays, 90)) if delays else None,
+            "false_success_rate": false_s / n if n else None, "missed": missed,
+            "stuck_caught": f"{stuck_caught}/{n_stuck}", "false_failures_on_successful": f"{clean_failed}/{n_clean}"}
+
+
+def calibrate(model, seeds: list[int], mix: "InjectionMix", difficulty: float, task: str,
+              grid: dict[str, list], base: EpisodeConfig | None = None, progress: bool = True) -> dict:
+    """Record one attempt per seed (injections drawn as in the experiment), then score every
+    combination of `grid` (EpisodeConfig field -> values) by replay."""
+    import itertools
+
+    from tqdm import tqdm
+
+    from wvm_ros.core.sim import Injection, PushTSim, ScriptedPushTPolicy
+    from wvm_ros.core.streaming import StreamingValueEstimator
+
+    sim = PushTSim(image_size=tuple(model.config.image_size), difficulty=difficulty)
+    estimator = StreamingValueEstimator(model, task)
+    factory = lambda inj, seed: ScriptedPushTPolicy(injections=[Injection(**i) for i in inj], seed=seed)  # noqa: E731
+    traces = []
+    for s in tqdm(seeds, desc="recording attempts", disable=not progress):
+        traces.append(record_trace(sim, factory, estimator, s * 1000 + 1, mix.draw(s, 1, sim.control_hz)))
+    base = base or EpisodeConfig()
+    rows = []
+    keys = list(grid)
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        cfg = EpisodeConfig.from_mapping({**base.to_dict(), **dict(zip(keys, combo))})
+        rows.append({**dict(zip(keys, combo)), **score_replays(traces, cfg)})
+    return {"traces": traces, "rows": rows}
+
+
 TARGETS = {"median_detection_delay_s": ("<=", 1.0), "false_success_rate": ("<=", 0.02)}
 
 
