@@ -226,3 +226,107 @@ def test_wvm_export_cli(tmp_path, capsys):
     for name in ("encode_frames", "predict_chunk"):
         assert rep["parts"][name]["max_abs_diff"] <= 1e-4
         assert (tmp_path / "o" / f"{name}.onnx").is_file()
+
+
+def _fake_tensorrt(monkeypatch, parse_ok=True, serialized=b"PLAN", dyn=True):
+    """A stand-in for the `tensorrt` module (not installable here) that records the builder
+    calls, to check build_engine drives the TensorRT 10 API as intended."""
+    import sys
+    import types
+
+    calls = []
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.9.0"
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    class Tensor:
+        def __init__(self, name, shape):
+            self.name, self.shape = name, shape
+
+    class Network:
+        num_inputs = 1
+
+        def get_input(self, i):
+            return Tensor("frames", (-1, 3, 16, 16) if dyn else (1, 3, 16, 16))
+
+    class Parser:
+        num_errors = 1
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            calls.append(("parse", path))
+            return parse_ok
+
+        def get_error(self, i):
+            return "Unsupported op: Foo"
+
+    class Profile:
+        def set_shape(self, name, mn, opt, mx):
+            calls.append(("profile", name, mn, opt, mx))
+
+    class Config:
+        def set_memory_pool_limit(self, pool, size):
+            calls.append(("workspace", size))
+
+        def set_flag(self, flag):
+            calls.append(("flag", flag))
+
+        def add_optimization_profile(self, p):
+            calls.append(("add_profile",))
+
+    class Builder:
+        platform_has_fast_fp16 = True
+
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            calls.append(("network", flags))
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            return serialized
+
+    trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, Parser
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
+    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", BF16="BF16")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    return calls
+
+
+def test_build_engine_drives_the_tensorrt_api(tmp_path, monkeypatch):
+    from wvm_ros.core.backends.tensorrt_backend import build_engine
+
+    calls = _fake_tensorrt(monkeypatch)
+    prof = {"frames": ((1, 3, 16, 16), (1, 3, 16, 16), (4, 3, 16, 16))}
+    out = build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", "fp16", prof, workspace_gb=1)
+    assert out.read_bytes() == b"PLAN"
+    assert ("network", 0) in calls and ("flag", "FP16") in calls and ("workspace", 1 << 30) in calls
+    assert ("profile", "frames", (1, 3, 16, 16), (1, 3, 16, 16), (4, 3, 16, 16)) in calls
+    with pytest.raises(ValueError, match="dynamic inputs"):
+        build_engine(tmp_path / "m.onnx", tmp_path / "m2.engine", "fp16", None)
+
+
+def test_build_engine_reports_parser_and_builder_failures(tmp_path, monkeypatch):
+    from wvm_ros.core.backends.tensorrt_backend import build_engine
+
+    _fake_tensorrt(monkeypatch, parse_ok=False)
+    with pytest.raises(RuntimeError, match="could not parse .*Unsupported op: Foo"):
+        build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", "fp16", None)
+    _fake_tensorrt(monkeypatch, serialized=None, dyn=False)
+    with pytest.raises(RuntimeError, match="failed to build an engine"):
+        build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", "fp32", None)
+    assert not (tmp_path / "m.engine").exists()
