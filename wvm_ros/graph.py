@@ -163,6 +163,10 @@ def build_graph(mode: str = "sim", checkpoint: str = "", task: str = "", record:
         params["wvm_value"]["preset"] = str(preset)
     if device:
         params["wvm_value"]["device"] = str(device)
+    if mode == "camera":
+        # a real camera's size is its own (config camera: width/height): accept any size,
+        # the model resizes; the sim's fixed size check is for the simulator
+        params["wvm_value"].update({"image_width": 0, "image_height": 0})
     if task:
         params["wvm_value"]["task"] = str(task)
         params["wvm_policy"]["task"] = str(task)
