@@ -22,7 +22,7 @@ class WVMConfig:
     image_size: tuple[int, int] = (64, 64)   # (H, W) frames are resized to before encoding
     # frame encoder
     frame_encoder: str = "conv"      # "conv" (trained with the model) | "wan_vae" (frozen Wan2.2 VAE, local path)
-    encoder_channels: tuple[int, ...] = (32, 64, 96)  # conv encoder widths; each stage halves H and W
+    encoder_channels: tuple[int, ...] = (16, 32, 64, 64)  # conv encoder widths; each stage halves H and W
     latent_channels: int = 16
     vae_path: str | None = None      # Wan2.2 VAE (diffusers AutoencoderKLWan folder), paper preset
     # text

@@ -33,10 +33,9 @@ class ConvFrameEncoder(nn.Module):
         layers: list[nn.Module] = []
         c_in = 3
         for c in config.encoder_channels:
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.SiLU(),
-                       nn.Conv2d(c, c, 3, padding=1), nn.SiLU()]
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.SiLU()]
             c_in = c
-        layers.append(nn.Conv2d(c_in, config.latent_channels, 1))
+        layers += [nn.Conv2d(c_in, c_in, 3, padding=1), nn.SiLU(), nn.Conv2d(c_in, config.latent_channels, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -194,10 +194,11 @@ class WorldValueModel(nn.Module):
         b, d, f, hh, ww = x.shape
         tokens = rearrange(x, "b c f h w -> b (f h w) c")
         tpf = hh * ww
-        tok_t = (frame_sigma * self.config.num_train_timesteps).repeat_interleave(tpf, dim=1)  # [B, S]
-        t_emb = sinusoidal_embedding_1d(ve.freq_dim, tok_t.reshape(-1)).float()
-        t = ve.time_embedding(t_emb).reshape(b, -1, d)
-        t_mod = ve.time_projection(t).unflatten(2, (6, d))
+        # one timestep per frame: embed per frame, then repeat for the frame's tokens
+        t_emb = sinusoidal_embedding_1d(ve.freq_dim, (frame_sigma * self.config.num_train_timesteps).reshape(-1))
+        t_f = ve.time_embedding(t_emb.float()).reshape(b, f, d)
+        t_mod = ve.time_projection(t_f).unflatten(2, (6, d)).repeat_interleave(tpf, dim=1)
+        t = t_f.repeat_interleave(tpf, dim=1)
         ctx = ve.text_embedding(text)
         mask = None if text_mask is None else text_mask[:, None, :].expand(b, tokens.shape[1], -1)
         return {"tokens": tokens, "t": t, "t_mod": t_mod, "context": ctx, "mask": mask,

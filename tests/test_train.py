@@ -1,0 +1,165 @@
+"""Training: transforms, a short run lowers the loss, resume, NaN stop, dataset errors."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from wvm_ros.core.model import load_value_model, read_checkpoint_config
+from wvm_ros.core.train import (
+    DESCEND, PLATEAU, RISE, EpisodeStore, TrainConfig, TrainDataError, TrainingDiverged, choose_rewind_mode,
+    clip_indices, load_training_data, randomize_prefix, rewind_indices, train,
+)
+
+TINY = {"num_layers": 1, "video_hidden": 64, "num_heads": 2, "video_ffn": 128, "value_hidden": 32,
+        "value_ffn": 64, "encoder_channels": [8, 16, 32], "latent_channels": 8, "image_size": [32, 32]}
+
+
+def test_clip_indices_clamp():
+    idx = clip_indices(end=2, T=20, h=4, stride=2)
+    assert idx.tolist() == [0, 0, 0, 0, 2, 4, 6, 8, 10]         # prefix + 4 current + 4 future
+    assert clip_indices(end=19, T=20, h=4, stride=2).tolist()[-1] == 19
+
+
+def test_rewind_modes():
+    idx = np.array([3, 5, 7, 9, 11])
+    assert rewind_indices(idx, RISE).tolist() == [3, 5, 7, 9, 11]
+    assert rewind_indices(idx, PLATEAU).tolist() == [3] * 5
+    assert rewind_indices(idx, DESCEND).tolist() == [11, 9, 7, 5, 3]
+    with pytest.raises(ValueError, match="rewind mode"):
+        rewind_indices(idx, "sideways")
+    rng = random.Random(0)
+    modes = [choose_rewind_mode(rng, 0.5, 0.1) for _ in range(20000)]
+    assert modes.count(DESCEND) / 20000 == pytest.approx(0.5, abs=0.015)
+    assert modes.count(PLATEAU) / 20000 == pytest.approx(0.1, abs=0.01)
+    assert all(choose_rewind_mode(rng, 0.0, 0.0) == RISE for _ in range(100))
+
+
+def test_prefix_randomization():
+    rng = random.Random(1)
+    out = [randomize_prefix(0.3, rng, 0.5) for _ in range(20000)]
+    replaced = [v for v, r in out if r]
+    assert len(replaced) / 20000 == pytest.approx(0.5, abs=0.015)
+    assert all(v == 0.3 for v, r in out if not r)
+    assert 0.0 <= min(replaced) and max(replaced) <= 1.0 and np.std(replaced) == pytest.approx(12 ** -0.5, abs=0.01)
+    assert all(not r for _, r in (randomize_prefix(0.3, rng, 0.0) for _ in range(100)))
+
+
+def synthetic_store(n_eps=6, T=40, size=32, stride=2) -> EpisodeStore:
+    """A white square moving left to right; progress = t / (T - 1)."""
+    frames, values, starts = [], [], []
+    for e in range(n_eps):
+        for t in range(T):
+            im = np.zeros((size, size, 3), np.uint8)
+            x = int(round(t / (T - 1) * (size - 6)))
+            y = 4 + (e * 5) % (size - 10)
+            im[y:y + 6, x:x + 6] = 255
+            frames.append(im)
+            values.append(t / (T - 1))
+        starts.append(e * T)
+    return EpisodeStore(frames=torch.from_numpy(np.stack(frames)), values=np.array(values, np.float32),
+                        starts=np.array(starts), lengths=np.full(n_eps, T), text_ids=np.zeros(n_eps, int),
+                        texts=["move the square to the right"], stride=stride)
+
+
+def cfg(tmp_path, **kw):
+    d = dict(datasets=["synthetic"], output=str(tmp_path / "ck"), preset="tiny", model_overrides=TINY, steps=8,
+             batch_size=8, lr=3e-3, warmup_steps=2, save_every=0, log_every=1, progress_bar=False, threads=1)
+    d.update(kw)
+    return TrainConfig(**d)
+
+
+def test_short_run_lowers_loss(tmp_path):
+    res = train(cfg(tmp_path, steps=60, lambda_video=0.5), store=synthetic_store(), log=lambda *a: None)
+    losses = [r["loss_value"] for r in res["history"]]
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]), losses
+    model = load_value_model(tmp_path / "ck", "tiny")
+    assert model.checkpoint_id == res["checkpoint_id"]
+    meta = read_checkpoint_config(tmp_path / "ck")["meta"]
+    assert meta["step"] == 60 and meta["train_config"]["lambda_video"] == 0.5
+
+
+def test_resume_continues_exactly(tmp_path, monkeypatch):
+    """A run killed after its step-3 checkpoint and resumed matches an uninterrupted run."""
+    from wvm_ros.core.model.wvm import WorldValueModel
+
+    store = synthetic_store()
+    full = train(cfg(tmp_path / "a", steps=6), store=store, log=lambda *a: None)
+    real = WorldValueModel.training_loss
+    calls = {"n": 0}
+
+    def crash_at_4(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(WorldValueModel, "training_loss", crash_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(tmp_path / "b", steps=6, save_every=3), store=store, log=lambda *a: None)
+    monkeypatch.setattr(WorldValueModel, "training_loss", real)
+    assert read_checkpoint_config(tmp_path / "b" / "ck")["meta"]["step"] == 3
+    resumed = train(cfg(tmp_path / "b", steps=6, resume=True), store=store, log=lambda *a: None)
+    assert resumed["steps"] == 6 and len(resumed["history"]) == 6
+    assert [r["loss"] for r in resumed["history"]] == pytest.approx([r["loss"] for r in full["history"]], rel=1e-4)
+    a = load_value_model(tmp_path / "a" / "ck", "tiny").state_dict()
+    b = load_value_model(tmp_path / "b" / "ck", "tiny").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_nan_loss_stops_without_saving(tmp_path, monkeypatch):
+    from wvm_ros.core.model.wvm import WorldValueModel
+
+    real = WorldValueModel.training_loss
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        out = real(self, *a, **k)
+        if calls["n"] == 5:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(WorldValueModel, "training_loss", flaky)
+    c = cfg(tmp_path, steps=8, save_every=2)
+    with pytest.raises(TrainingDiverged, match="step 5") as ei:
+        train(c, store=synthetic_store(), log=lambda *a: None)
+    assert ei.value.step == 5
+    # the step-4 checkpoint is intact and loads
+    meta = read_checkpoint_config(tmp_path / "ck")["meta"]
+    assert meta["step"] == 4
+    load_value_model(tmp_path / "ck", "tiny")
+    assert not list((tmp_path / "ck").glob("*.tmp"))
+
+
+def test_dataset_errors(tmp_path):
+    with pytest.raises(TrainDataError, match="not a LeRobot dataset"):
+        load_training_data([str(tmp_path)], (32, 32), 4, 2.0)
+    with pytest.raises(TrainDataError, match="camera key 'observation.nope' not found"):
+        load_training_data(["data/pusht-heldout"], (32, 32), 4, 2.0, camera_key="observation.nope", max_episodes=1)
+    logs = []
+    # a 0.25 Hz window needs 4 x 40 + 1 frames: shorter episodes are skipped and counted
+    store = load_training_data(["data/pusht-heldout"], (32, 32), 4, 0.25, max_episodes=4, log=logs.append)
+    assert store.skipped_short >= 1 and store.num_episodes == 4 - store.skipped_short
+    assert any("skipped" in m for m in logs)
+    assert store.frames.shape[1:] == (32, 32, 3) and store.frames.dtype == torch.uint8
+    with pytest.raises(TrainDataError, match="no usable episodes"):
+        load_training_data(["data/pusht-heldout"], (32, 32), 4, 0.05, max_episodes=2, log=logs.append)
+
+
+def test_cli_config_file_and_flags(tmp_path):
+    from wvm_ros.cli.main import _build_parser
+    from wvm_ros.cli.train import build_config
+
+    f = tmp_path / "t.yaml"
+    f.write_text("steps: 77\nlr: 0.0005\nlambda_video: 0.0\nmodel_overrides: {num_layers: 2}\n")
+    args = _build_parser("train").parse_args(["train", "--config", str(f), "--dataset", "d1", "--output", "o",
+                                              "--steps", "11", "--model-set", "sample_fps=3"])
+    c = build_config(args)
+    assert (c.steps, c.lr, c.lambda_video, c.datasets, c.output) == (11, 0.0005, 0.0, ["d1"], "o")
+    assert c.model_overrides == {"num_layers": 2, "sample_fps": 3}
+    with pytest.raises(ValueError, match="invalid training hyper-parameters"):
+        TrainConfig(steps=0)

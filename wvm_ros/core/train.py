@@ -1,0 +1,400 @@
+"""Training the WVM on local LeRobot v3 datasets (ROS-free).
+
+    cfg = TrainConfig(datasets=["data/pusht-train"], output="runs/wvm-tiny", steps=3000)
+    train(cfg)                      # or `wvm train --dataset data/pusht-train --output runs/wvm-tiny`
+
+Data: episodes are read with lerobot (offline, `root=`; via wvm_ros.core.evaluation's loader,
+which decodes each episode's video once), resized to the preset's image size and kept in
+memory as uint8. Targets: the dataset's `progress` column when present, else v_t = t / (T - 1).
+
+A training example is a clip of 1 + 2h frames spaced 1 / sample_fps apart (by the dataset's
+fps): the prefix frame, h current frames (their values are the targets) and h future frames
+(the video flow-matching target). Indices before the episode start repeat the first frame and
+the prefix value there is the first frame's value (as the streaming estimator does); indices
+after the end repeat the last frame.
+
+Transforms (WVM_NOTES.md, "Training"):
+* video rewinding (after ReWiND): a clip is kept (rising), made a plateau (every frame is the
+  prefix frame) or reversed (descending), with probabilities 1 - r - p, p, r (r = rewind ratio
+  0.5, p = plateau ratio 0.1); targets follow the frames shown;
+* prefix randomisation: with probability 0.5 the prefix value is replaced by U[0, 1]. The
+  prefix token is clean conditioning and never carries loss; the h value tokens do.
+
+Loss L_value + lambda * L_video (lambda 0 = the "without video loss" ablation); AdamW
+(0.9, 0.95), weight decay 0, linear warm-up then cosine to 0.1 x lr, grad clip 1.0.
+A non-finite loss stops training with the step (TrainingDiverged); nothing is saved then, and
+earlier checkpoints stay intact (files are written atomically).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wvm_ros.core.model import (
+    TRAINING_STATE, WEIGHTS, build_model, load_value_model, preset_config, read_checkpoint_config, save_checkpoint,
+)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; `step` says when."""
+
+    def __init__(self, step: int, losses: dict[str, float]):
+        self.step = step
+        self.losses = losses
+        super().__init__(f"non-finite loss at step {step} ({', '.join(f'{k}={v}' for k, v in losses.items())}); "
+                         "stopped without saving (earlier checkpoints are intact)")
+
+
+class TrainDataError(ValueError):
+    """A dataset cannot be used for training (missing, no camera key, no usable episodes)."""
+
+
+@dataclass
+class TrainConfig:
+    datasets: list[str] = field(default_factory=list)
+    output: str = ""
+    preset: str = "tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)   # e.g. {"sample_fps": 2.0}
+    camera_key: str | None = None
+    progress_key: str = "progress"       # used when the dataset has it, else v_t = t / (T - 1)
+    max_episodes: int | None = None
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    lambda_video: float = 1.0
+    prefix_random_p: float = 0.5
+    rewind_ratio: float = 0.5
+    plateau_ratio: float = 0.1
+    seed: int = 0
+    save_every: int = 500
+    log_every: int = 25
+    threads: int | None = None
+    resume: bool = False
+    progress_bar: bool = True
+
+    def __post_init__(self):
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        self.datasets = [str(d) for d in self.datasets]
+        checks = [("steps", self.steps >= 1), ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
+                  ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1), ("warmup_steps", self.warmup_steps >= 0),
+                  ("grad_clip", self.grad_clip > 0), ("lambda_video", self.lambda_video >= 0),
+                  ("prefix_random_p", 0 <= self.prefix_random_p <= 1),
+                  ("rewind_ratio + plateau_ratio", 0 <= self.rewind_ratio and 0 <= self.plateau_ratio
+                   and self.rewind_ratio + self.plateau_ratio <= 1)]
+        bad = [n for n, ok in checks if not ok]
+        if bad:
+            raise ValueError(f"invalid training hyper-parameters: {', '.join(bad)} (got {self})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training config keys: {unknown}; expected some of {sorted(names)}")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------
+# transforms (pure functions of index lists; tested on their own)
+
+RISE, PLATEAU, DESCEND = "rise", "plateau", "descend"
+
+
+def choose_rewind_mode(rng: random.Random, rewind_ratio: float, plateau_ratio: float) -> str:
+    u = rng.random()
+    if u < rewind_ratio:
+        return DESCEND
+    if u < rewind_ratio + plateau_ratio:
+        return PLATEAU
+    return RISE
+
+
+def clip_indices(end: int, T: int, h: int, stride: int) -> np.ndarray:
+    """Frame indices of a clip whose last current frame is `end`: [prefix, h current, h future],
+    clamped to [0, T - 1]."""
+    offsets = np.arange(-h, h + 1) * stride
+    return np.clip(end + offsets, 0, T - 1)
+
+
+def rewind_indices(idx: np.ndarray, mode: str) -> np.ndarray:
+    """Make a clip rising (kept), a plateau (every frame the prefix frame) or descending (reversed)."""
+    if mode == RISE:
+        return idx.copy()
+    if mode == PLATEAU:
+        return np.full_like(idx, idx[0])
+    if mode == DESCEND:
+        return idx[::-1].copy()
+    raise ValueError(f"rewind mode must be {RISE!r}, {PLATEAU!r} or {DESCEND!r}, got {mode!r}")
+
+
+def randomize_prefix(prefix_value: float, rng: random.Random, p: float) -> tuple[float, bool]:
+    """With probability p the prefix value is replaced by U[0, 1]. Returns (value, replaced)."""
+    if rng.random() < p:
+        return rng.random(), True
+    return prefix_value, False
+
+
+# ---------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class EpisodeStore:
+    frames: torch.Tensor            # [N, H, W, 3] uint8, all episodes concatenated
+    values: np.ndarray              # [N] float32 targets
+    starts: np.ndarray              # [E] first row of each episode
+    lengths: np.ndarray             # [E]
+    text_ids: np.ndarray            # [E] index into texts
+    texts: list[str]
+    stride: int
+    skipped_short: int = 0
+    sources: list[dict] = field(default_factory=list)
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.starts)
+
+
+def _resize_uint8(frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    t = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    if tuple(t.shape[-2:]) != tuple(size):
+        t = F.interpolate(t, size=tuple(size), mode="area")
+    return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def load_training_data(datasets: Sequence[str], image_size: tuple[int, int], h: int, sample_fps: float,
+                       camera_key: str | None = None, progress_key: str = "progress",
+                       max_episodes: int | None = None, progress: bool = True, log=print) -> EpisodeStore:
+    from wvm_ros.core.evaluation import DatasetError, load_lerobot_episodes
+
+    if not datasets:
+        raise TrainDataError("no training dataset given (expected one or more local LeRobot v3 dataset roots)")
+    frames_all: list[torch.Tensor] = []
+    values_all: list[np.ndarray] = []
+    starts, lengths, text_ids, texts = [], [], [], []
+    skipped = 0
+    sources = []
+    row = 0
+    stride = None
+    for root in datasets:
+        root_p = Path(root).expanduser()
+        info_path = root_p / "meta" / "info.json"
+        if not info_path.is_file():
+            raise TrainDataError(f"dataset {root_p}: not a LeRobot dataset (no meta/info.json); expected the root of a "
+                                 "local LeRobot v3 dataset, e.g. one written by `wvm sim-collect`")
+        info = json.loads(info_path.read_text())
+        fps = float(info.get("fps", 0)) or None
+        if fps is None:
+            raise TrainDataError(f"dataset {root_p}: meta/info.json has no fps")
+        s = max(1, int(round(fps / sample_fps)))
+        if abs(fps / sample_fps - s) > 1e-3:
+            log(f"[wvm train] note: {root_p.name}: {fps} fps is not a multiple of sample_fps {sample_fps}; "
+                f"using a stride of {s} frames ({fps / s:.3f} Hz)")
+        if stride is None:
+            stride = s
+        elif s != stride:
+            raise TrainDataError(f"dataset {root_p}: {fps} fps gives a frame stride of {s}, other datasets {stride}; "
+                                 "train on datasets of one fps")
+        gt_key = progress_key if progress_key in info.get("features", {}) else None
+        if gt_key is None:
+            log(f"[wvm train] {root_p.name}: no {progress_key!r} column; targets are v_t = t / (T - 1)")
+        n_eps = int(info.get("total_episodes", 0))
+        wanted = list(range(n_eps))
+        if max_episodes is not None:
+            wanted = wanted[:max_episodes]
+        min_len = h * s + 1
+        n_used = 0
+        for b in range(0, len(wanted), 16):   # decode in batches to bound memory (frames resized at once)
+            try:
+                eps = load_lerobot_episodes(root_p, camera_key=camera_key, gt_key=gt_key, episodes=wanted[b:b + 16],
+                                            progress=False)
+            except DatasetError as e:
+                raise TrainDataError(str(e)) from e
+            for ep in eps:
+                T = ep.num_frames
+                if T < min_len:
+                    skipped += 1
+                    continue
+                if ep.task not in texts:
+                    texts.append(ep.task)
+                frames_all.append(_resize_uint8(ep.frames, image_size))
+                values_all.append(np.clip(np.asarray(ep.gt, dtype=np.float32), 0.0, 1.0))
+                starts.append(row)
+                lengths.append(T)
+                text_ids.append(texts.index(ep.task))
+                row += T
+                n_used += 1
+            if progress:
+                log(f"[wvm train] {root_p.name}: read {min(b + 16, len(wanted))}/{len(wanted)} episodes")
+        sources.append({"root": str(root_p), "episodes": n_used, "fps": fps, "targets": gt_key or "t/(T-1)"})
+    if skipped:
+        log(f"[wvm train] skipped {skipped} episodes shorter than one window ({h} x {stride} + 1 frames)")
+    if not starts:
+        raise TrainDataError(f"no usable episodes in {list(datasets)} (skipped {skipped} shorter than one window)")
+    return EpisodeStore(frames=torch.cat(frames_all), values=np.concatenate(values_all), starts=np.array(starts),
+                        lengths=np.array(lengths), text_ids=np.array(text_ids), texts=texts, stride=int(stride),
+                        skipped_short=skipped, sources=sources)
+
+
+class ClipSampler:
+    """Random training clips from an EpisodeStore with rewinding and prefix randomisation."""
+
+    def __init__(self, store: EpisodeStore, h: int, cfg: TrainConfig, seed: int):
+        self.store = store
+        self.h = h
+        self.cfg = cfg
+        self.rng = random.Random(seed)
+        self.weights = store.lengths / store.lengths.sum()
+        self.np_rng = np.random.default_rng(seed)
+
+    def state(self) -> dict:
+        return {"rng": self.rng.getstate(), "np_rng": self.np_rng.bit_generator.state}
+
+    def set_state(self, st: dict) -> None:
+        self.rng.setstate(st["rng"])
+        self.np_rng.bit_generator.state = st["np_rng"]
+
+    def sample(self, batch_size: int):
+        s = self.store
+        eps = self.np_rng.choice(s.num_episodes, size=batch_size, p=self.weights)
+        rows = np.empty((batch_size, 1 + 2 * self.h), dtype=np.int64)
+        prefix = np.empty(batch_size, dtype=np.float32)
+        targets = np.empty((batch_size, self.h), dtype=np.float32)
+        text_ids = np.empty(batch_size, dtype=np.int64)
+        for b, e in enumerate(eps):
+            T = int(s.lengths[e])
+            end = self.rng.randrange(T)
+            idx = clip_indices(end, T, self.h, s.stride)
+            idx = rewind_indices(idx, choose_rewind_mode(self.rng, self.cfg.rewind_ratio, self.cfg.plateau_ratio))
+            r = s.starts[e] + idx
+            rows[b] = r
+            v = s.values[r]
+            prefix[b], _ = randomize_prefix(float(v[0]), self.rng, self.cfg.prefix_random_p)
+            targets[b] = v[1:1 + self.h]
+            text_ids[b] = s.text_ids[e]
+        frames = s.frames[torch.from_numpy(rows.reshape(-1))]          # [B*(1+2h), H, W, 3] uint8
+        frames = frames.view(batch_size, 1 + 2 * self.h, *frames.shape[1:]).permute(0, 1, 4, 2, 3)
+        frames = frames.float() / 127.5 - 1.0
+        return frames, torch.from_numpy(prefix), torch.from_numpy(targets), torch.from_numpy(text_ids)
+
+
+# ---------------------------------------------------------------------------------------
+# loop
+
+
+def lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        span = max(1, cfg.steps - cfg.warmup_steps)
+        p = min(1.0, (step - cfg.warmup_steps) / span)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+    return f
+
+
+def train(cfg: TrainConfig, store: EpisodeStore | None = None, log=print) -> dict[str, Any]:
+    """Train (or resume) and write checkpoints into cfg.output. Returns a summary dict."""
+    from tqdm.auto import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    out = Path(cfg.output)
+    resume_state = None
+    if cfg.resume and (out / TRAINING_STATE).is_file() and (out / WEIGHTS).is_file():
+        doc = read_checkpoint_config(out)
+        model = load_value_model(out, preset=doc["preset"])
+        resume_state = torch.load(out / TRAINING_STATE, map_location="cpu", weights_only=False)
+        log(f"[wvm train] resuming {out} at step {resume_state['step']}")
+    else:
+        torch.manual_seed(cfg.seed)
+        model = build_model(preset_config(cfg.preset, **cfg.model_overrides))
+    mcfg = model.config
+    model.train()
+    if store is None:
+        store = load_training_data(cfg.datasets, mcfg.image_size, mcfg.h, mcfg.sample_fps, cfg.camera_key,
+                                   cfg.progress_key, cfg.max_episodes, progress=cfg.progress_bar, log=log)
+    texts = torch.cat([model.embed_text(t) for t in store.texts])          # [n_texts, L, D] (L = 1 for MiniLM)
+    sampler = ClipSampler(store, mcfg.h, cfg, cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    step = 0
+    history: list[dict] = []
+    if resume_state is not None:
+        opt.load_state_dict(resume_state["optimizer"])
+        sched.load_state_dict(resume_state["scheduler"])
+        sampler.set_state(resume_state["sampler"])
+        torch.set_rng_state(resume_state["torch_rng"])
+        step = int(resume_state["step"])
+        history = list(resume_state.get("history", []))
+    log(f"[wvm train] {store.num_episodes} episodes, {len(store.frames)} frames, stride {store.stride}, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters, lambda_video={cfg.lambda_video}")
+
+    def save(tag: str) -> str:
+        meta = {"train_config": cfg.to_dict(), "step": step, "data": store.sources,
+                "skipped_short_episodes": store.skipped_short, "history_tail": history[-5:], "saved": tag}
+        state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "sampler": sampler.state(), "torch_rng": torch.get_rng_state(), "history": history,
+                 "train_config": cfg.to_dict()}
+        return save_checkpoint(model, out, meta=meta, training_state=state)
+
+    bar = tqdm(total=cfg.steps, initial=step, desc="wvm train", unit="step", disable=not cfg.progress_bar,
+               dynamic_ncols=True)
+    t0 = time.perf_counter()
+    seen = 0
+    acc = {"loss": 0.0, "loss_value": 0.0, "loss_video": 0.0}
+    n_acc = 0
+    ckpt_id = None
+    while step < cfg.steps:
+        frames, prefix, targets, tids = sampler.sample(cfg.batch_size)
+        losses = model.training_loss(frames, prefix, targets, texts[tids], lambda_video=cfg.lambda_video)
+        vals = {k: float(v.detach()) for k, v in losses.items()}
+        if not all(math.isfinite(v) for v in vals.values()):
+            bar.close()
+            raise TrainingDiverged(step + 1, vals)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        seen += cfg.batch_size
+        for k in acc:
+            acc[k] += vals[k]
+        n_acc += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            rate = seen / max(1e-9, time.perf_counter() - t0)
+            rec = {"step": step, **{k: v / n_acc for k, v in acc.items()}, "lr": sched.get_last_lr()[0],
+                   "clips_per_s": rate}
+            history.append(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", value=f"{rec['loss_value']:.4f}",
+                            video=f"{rec['loss_video']:.4f}", clips_s=f"{rate:.1f}")
+            acc = {k: 0.0 for k in acc}
+            n_acc = 0
+        bar.update(1)
+        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+            ckpt_id = save(f"step {step}")
+    bar.close()
+    model.eval()
+    ckpt_id = save("final")
+    wall = time.perf_counter() - t0
+    (out / "train_log.json").write_text(json.dumps({"history": history, "wall_s": wall}, indent=1) + "\n")
+    log(f"[wvm train] done: {step} steps in {wall:.0f} s, checkpoint {out} ({ckpt_id})")
+    return {"checkpoint": str(out), "checkpoint_id": ckpt_id, "steps": step, "wall_s": wall, "history": history}
