@@ -120,7 +120,7 @@ def test_file_disappears_and_comes_back(video, tmp_path):
     t0 = time.monotonic()
     got = _read_n(cam, 3, timeout_s=5)
     assert len(got) == 3, cam.stats
-    assert time.monotonic() - t0 < 1.0  # backoff capped at 0.2 s
+    assert time.monotonic() - t0 < 2.0  # backoff capped at 0.2 s (slack for a loaded CI machine)
     assert cam.stats.reconnects == 1 and cam.stats.state == "open"
     cam.close()
 
