@@ -84,6 +84,11 @@ def test_yaml_round_trip_in_camera_calibration_parsers_layout(tmp_path):
     np.testing.assert_allclose(back.K, K_TRUE)
     np.testing.assert_allclose(back.P[:, :3], K_TRUE)
     assert back.distortion_model == "plumb_bob" and back.camera_name == "cam"
+    # the id survives a save/load round trip and changes with the intrinsics
+    assert back.calibration_id() == _calib().calibration_id() and back.calibration_id().startswith("cam-")
+    other = _calib()
+    other.K[0, 0] += 1
+    assert other.calibration_id() != back.calibration_id()
 
 
 def test_bad_yaml_is_refused_with_the_file_named(tmp_path):

@@ -112,6 +112,7 @@ def test_camera_node_replays_and_reconnects(tmp_path, ros_env, procs, rclpy_cont
                        "diagnostics back to OK", procs)
         values = {kv.key: kv.value for kv in camera_status().values}
         assert values["state"] == "open" and int(values["reconnects"]) >= 1 and values["image size"] == "64x48"
+        assert values["calibration id"] == calib.calibration_id()
     finally:
         lis.close()
     logs = procs.children[0].log_tail(200)

@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     print(result.summary())
     if result.rms_px > 1.0:
         print("warning: reprojection error above 1 px: check the square size, blur, and that the board is flat")
-    print(f"wrote {out}")
+    print(f"wrote {out} (calibration id {result.calibration.calibration_id()}: set it as wvm_logger's "
+          "calibration_id to record it in every bag)")
     print(f"camera node parameter: camera_info_url:=file://{out.resolve()}")
     return 0

@@ -117,6 +117,14 @@ class CameraCalibration:
             raise CalibrationError(f"{source}: image size {w}x{h} must be positive")
         return cls(str(d.get("camera_name", "camera")), w, h, K, D, model, R, P)
 
+    def calibration_id(self) -> str:
+        """Short content hash of the intrinsics (name, size, model, K, D, R, P): what the logger's
+        `calibration_id` parameter records, so a bag says which calibration it was made with."""
+        import hashlib
+
+        d = self.to_dict()
+        return f"{self.camera_name}-{hashlib.sha256(yaml.safe_dump(d, sort_keys=True).encode()).hexdigest()[:8]}"
+
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

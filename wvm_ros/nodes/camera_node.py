@@ -115,6 +115,8 @@ class CameraNode(Node):
         self.stats = NodeStats(rates=("input", "output"), expect_input_within_s=5.0)
         self.stats.extra["device"] = self.config.device
         self.stats.extra["calibration"] = url or ("default URL" if self.calibration else "none (uncalibrated)")
+        if self.calibration is not None:
+            self.stats.extra["calibration id"] = self.calibration.calibration_id()
         self.diag = DiagnosticsPublisher(self, self.stats, name=f"{self.get_name()}: camera {self.camera_name}",
                                          hardware_id=self.config.device, period_s=diag_period)
         self._stop = threading.Event()
@@ -123,7 +125,8 @@ class CameraNode(Node):
         self.get_logger().info(
             f"camera {self.camera_name!r}: {self.stream.spec.kind} source {self.config.device!r} -> "
             f"{self.pub_image.topic_name}, {self.pub_info.topic_name}; calibration: "
-            f"{self.stats.extra['calibration']}")
+            f"{self.stats.extra['calibration']}"
+            + (f" (id {self.stats.extra['calibration id']})" if self.calibration is not None else ""))
 
     # --- capture thread --------------------------------------------------------------------
     def _capture_loop(self) -> None:
