@@ -197,3 +197,70 @@ def test_frames_arriving_during_inference_are_dropped_not_queued(rclpy_context):
         assert slow.pushed <= 4 and dropped >= 15 and slow.pushed + dropped == 20
     finally:
         node.destroy_node()
+
+
+class _ConstEstimator(_SlowEstimator):
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def push(self, frame, stamp_s):
+        from wvm_ros.core.streaming import ValueEstimate
+
+        return ValueEstimate(progress=self.value, chunk=np.full(4, self.value, np.float32), stamp_s=stamp_s,
+                             latency_s=0.001, valid=True, status="")
+
+
+def test_two_cameras_have_their_own_windows_and_progress_is_their_mean(rclpy_context):
+    from rclpy.parameter import Parameter
+
+    from wvm_ros.nodes.value_node import ValueNode
+
+    node = ValueNode(context=rclpy_context, parameter_overrides=[
+        Parameter("image_topics", value=["/cam0/image", "/cam1/image"]),
+        Parameter("image_width", value=96), Parameter("image_height", value=96)])
+    try:
+        assert [c.topic for c in node.cameras] == ["/cam0/image", "/cam1/image"]
+        assert node.cameras[0].estimator is not node.cameras[1].estimator
+        published = []
+        node.pub_progress.publish = published.append
+        node.cameras[0].estimator = _ConstEstimator(0.2)
+        node.cameras[1].estimator = _ConstEstimator(0.6)
+        t = time.time()
+        node._image_cb(node.cameras[0])(_image(96, 96, stamp_s=t))
+        deadline = time.time() + 10
+        while len(published) < 1 and time.time() < deadline:
+            time.sleep(0.02)
+        node._image_cb(node.cameras[1])(_image(96, 96, stamp_s=t + 0.05))
+        while len(published) < 2 and time.time() < deadline:
+            time.sleep(0.02)
+        assert published[0].progress == pytest.approx(0.2)
+        assert published[1].progress == pytest.approx(0.4)  # mean of both cameras' latest
+        # a START resets both windows and tags later Progress
+        from wvm_msgs.msg import EpisodeEvent
+
+        from wvm_ros.ros.stamps import sec_to_stamp
+        ev = EpisodeEvent(episode_id="ep-9", attempt=1, kind=EpisodeEvent.START)
+        ev.header.stamp = sec_to_stamp(t + 0.5)
+        node._on_event(ev)
+        node._image_cb(node.cameras[0])(_image(96, 96, stamp_s=t + 0.2))  # from before START: dropped
+        node._image_cb(node.cameras[0])(_image(96, 96, stamp_s=t + 0.6))
+        while len(published) < 3 and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert len(published) == 3
+        assert (published[2].episode_id, published[2].attempt) == ("ep-9", 1)
+        assert published[2].progress == pytest.approx(0.2)  # camera 1 was reset: no estimate since START
+    finally:
+        node.destroy_node()
+
+
+def test_default_checkpoint_is_the_shipped_model_when_present(monkeypatch, tmp_path):
+    import wvm_ros.graph as graph
+    from wvm_ros.nodes.value_node import SHIPPED_CHECKPOINT, resolve_checkpoint
+
+    assert resolve_checkpoint("/x/ck") == "/x/ck"
+    monkeypatch.setattr(graph, "find_data", lambda rel: tmp_path if rel == SHIPPED_CHECKPOINT else None)
+    assert resolve_checkpoint("") == str(tmp_path)
+    monkeypatch.setattr(graph, "find_data", lambda rel: None)
+    assert resolve_checkpoint("") is None
