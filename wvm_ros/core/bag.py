@@ -358,8 +358,15 @@ class BagWriter:
     def __init__(self, path: str | os.PathLike, *, custom_data: Mapping[str, str] | None = None,
                  compression: str = "none", chunk_size: int = 4 * 2**20,
                  flush_period_s: float = 0.5, fsync: bool = False,
-                 disk_guard: DiskGuard | None = None):
+                 disk_guard: DiskGuard | None = None, mode: str = "chunked"):
+        """mode "chunked" (default): chunks closed and flushed every `flush_period_s`.
+        mode "naive": no chunks, every message written and flushed on its own (the
+        benchmark's baseline; also loses nothing on kill -9, at a higher cost per message)."""
         from mcap.writer import Writer
+
+        if mode not in ("chunked", "naive"):
+            raise BagError(f"writer mode {mode!r}: expected 'chunked' or 'naive'")
+        self.mode = mode
 
         self.path = Path(path)
         if self.path.exists() and any(self.path.iterdir()):
@@ -372,7 +379,7 @@ class BagWriter:
             raise BagError(f"cannot create bag {str(self.path)!r}: {exc.strerror or exc}") from exc
         self.compression = (compression or "none").lower()
         self._writer = Writer(self._file, chunk_size=chunk_size,
-                              compression=_compression(self.compression))
+                              compression=_compression(self.compression), use_chunking=(mode == "chunked"))
         self._writer.start(profile="ros2", library="wvm_ros")
         self.custom_data: dict[str, str] = {k: str(v) for k, v in (custom_data or {}).items()}
         self.topics: dict[str, TopicInfo] = {}
@@ -432,6 +439,11 @@ class BagWriter:
             self.start_ns = int(log_time_ns)
         self.end_ns = max(self.end_ns, int(log_time_ns))
         self._dirty = True
+        if self.mode == "naive":
+            self._file.flush()
+            if self.fsync:
+                os.fsync(self._file.fileno())
+            return
         self.maybe_flush()
 
     @property

@@ -98,6 +98,10 @@ class DataLoggerNode(Node):
         self.calibration_id = str(p("calibration_id", "").value)
         self.default_task = str(p("task", "").value)
         discovery_period_s = float(p("discovery_period_s", 0.25).value)
+        self.writer_mode = str(p("writer_mode", "chunked").value)   # chunked | naive (benchmark baseline)
+        self.stats_file = str(p("stats_file", "").value)            # JSON of counters written at shutdown
+        if self.writer_mode not in ("chunked", "naive"):
+            raise ValueError(f"parameter writer_mode={self.writer_mode!r}; expected chunked or naive")
         if self.qos_reliability not in ("auto", "reliable", "best_effort"):
             raise ValueError(f"parameter qos_reliability={self.qos_reliability!r}; expected auto, reliable or best_effort")
 
@@ -120,6 +124,7 @@ class DataLoggerNode(Node):
         self.last_task = self.default_task
         self._reset_attempt_state()
         self.closed_bags: list[str] = []
+        self.write_time_s = 0.0
         self.dataset = None  # live LeRobot sink, see _setup_dataset
         self._setup_dataset()
 
@@ -227,7 +232,9 @@ class DataLoggerNode(Node):
         self._discover()
         if self.bag is not None:
             try:
+                t0 = time.perf_counter()
                 self.bag.maybe_flush()
+                self.write_time_s += time.perf_counter() - t0
                 self.guard.check(0)
             except DiskGuardError as exc:
                 self._stop_recording(str(exc))
@@ -258,7 +265,9 @@ class DataLoggerNode(Node):
         try:
             if topic not in self.bag.topics:
                 self._add_topic(topic)
+            t0 = time.perf_counter()
             self.bag.write(topic, raw, now_ns)
+            self.write_time_s += time.perf_counter() - t0
             self.recorded[topic] = self.recorded.get(topic, 0) + 1
         except DiskGuardError as exc:
             self._stop_recording(str(exc))
@@ -323,7 +332,7 @@ class DataLoggerNode(Node):
             self.guard.check(0)
             self.bag = BagWriter(path, custom_data=custom, compression=self.compression,
                                  chunk_size=self.chunk_size, flush_period_s=self.flush_period_s,
-                                 fsync=self.fsync, disk_guard=self.guard)
+                                 fsync=self.fsync, disk_guard=self.guard, mode=self.writer_mode)
         except DiskGuardError as exc:
             self._stop_recording(str(exc))
             return
@@ -387,10 +396,27 @@ class DataLoggerNode(Node):
             self._close_bag({"outcome": "interrupted", "end_reason": "logger stopped"})
         if self.dataset is not None:
             self._dataset_call("finalize", self.dataset.close)
+        if self.stats_file:
+            self._write_stats()
         total_rx = sum(self.received.values())
         total_rec = sum(self.recorded.values())
         self.get_logger().info(f"stopped: {total_rec} messages recorded of {total_rx} received, "
                                f"{len(self.closed_bags)} bags closed")
+
+
+    def _write_stats(self) -> None:
+        import json
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        stats = {"received": self.received, "recorded": self.recorded, "write_time_s": self.write_time_s,
+                 "write_calls": sum(self.recorded.values()), "cpu_s": ru.ru_utime + ru.ru_stime,
+                 "writer_mode": self.writer_mode, "bags": self.closed_bags, "stopped_reason": self.stopped_reason}
+        try:
+            with open(self.stats_file, "w") as f:
+                json.dump(stats, f, indent=2)
+        except OSError as exc:
+            self.get_logger().error(f"cannot write stats_file {self.stats_file}: {exc}")
 
 
 def main(argv=None) -> int:
