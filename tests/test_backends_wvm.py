@@ -143,3 +143,17 @@ def test_naive_estimator_recomputes_every_frame(model):
     # 2 sampled frames (at 0 s and 0.5 s) are needed; from then on EVERY camera frame is an estimate
     assert all(o is None for o in out[:15]) and all(o is not None for o in out[15:])
     assert calls["enc"] == 5 * (1 + model.config.h)  # whole window re-encoded for each estimate
+
+
+def test_preprocess_matches_frames_to_tensor():
+    from wvm_ros.core.backends.wvm import preprocess_frames
+    from wvm_ros.core.model.encoders import frames_to_tensor
+
+    rng = np.random.default_rng(0)
+    for shape in [(480, 640, 3), (2, 96, 96, 3), (1, 64, 64, 3), (3, 50, 70, 3)]:
+        f = rng.integers(0, 255, shape, dtype=np.uint8)
+        a = preprocess_frames(f, (64, 64))
+        b = frames_to_tensor(f, (64, 64), torch.device("cpu"))
+        assert a.shape == b.shape and torch.max(torch.abs(a - b)) <= 1e-5
+    with pytest.raises(ValueError, match="RGB"):
+        preprocess_frames(np.zeros((4, 4), np.uint8), (64, 64))

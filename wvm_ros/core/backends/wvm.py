@@ -171,6 +171,24 @@ class MicroBatcher:
         return req["out"]
 
 
+def preprocess_frames(frames, image_size) -> torch.Tensor:
+    """What ``frames_to_tensor`` computes (uint8 RGB [N, H, W, 3] -> float [N, 3, H', W'] in
+    [-1, 1], "area" resize), with the resize done BEFORE the scaling: both are linear, so the
+    result is the same up to float rounding, but the scaling then touches H' x W' pixels
+    instead of the camera's H x W (about 2.5 ms less per 480x640 frame on these CPUs)."""
+    from ..model.encoders import frames_to_tensor
+
+    if not (isinstance(frames, np.ndarray) and frames.dtype == np.uint8 and frames.ndim in (3, 4)
+            and frames.shape[-1] == 3):
+        return frames_to_tensor(frames, image_size, torch.device("cpu"))  # its checks and messages
+    if frames.ndim == 3:
+        frames = frames[None]
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    if tuple(x.shape[-2:]) != tuple(image_size):
+        x = F.interpolate(x, size=tuple(image_size), mode="area")
+    return x / 127.5 - 1.0
+
+
 class BackendValueModel:
     """Looks like the WVM to the StreamingValueEstimator (``encode_frames``, ``predict_chunk``,
     ``embed_text``, ``config``, ...), but runs the two parts on inference backends.
@@ -198,11 +216,9 @@ class BackendValueModel:
                 b.expected = max(1, int(n))
 
     def encode_frames(self, frames) -> torch.Tensor:
-        from ..model.encoders import frames_to_tensor
-
         if self._enc_batcher is None:
             return self._model.encode_frames(frames)
-        x = frames_to_tensor(frames, self._model.config.image_size, torch.device("cpu"))
+        x = preprocess_frames(frames, self._model.config.image_size)
         return torch.from_numpy(self._enc_batcher({"frames": x})["latents"])
 
     def predict_chunk(self, latent_window, prefix_value, text_emb, text_mask=None) -> torch.Tensor:
