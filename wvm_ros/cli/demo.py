@@ -98,6 +98,7 @@ class DemoMonitor:
         self.state = "waiting for the graph"
         self.untrained = False
         self.progress_count = 0
+        self.diagnostics: dict[str, dict] = {}   # latest DiagnosticStatus per name
 
     @property
     def finished(self) -> int:
@@ -141,6 +142,11 @@ class DemoMonitor:
                     a.gt.append((now - a.t0, float(msg.data)))
             elif topic == "/sim/success":
                 self.last_success = bool(msg.data)
+            elif topic == "/diagnostics":
+                for st in msg.status:
+                    lv = st.level[0] if isinstance(st.level, (bytes, bytearray)) else int(st.level)
+                    self.diagnostics[st.name] = {"level": lv, "message": st.message,
+                                                 **{kv.key: kv.value for kv in st.values}}
 
     def line(self) -> str:
         with self.lock:
@@ -269,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ[k] = env[k]
     timeout = args.timeout or args.attempts * (args.attempt_timeout + 15.0) + 60.0
 
-    from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401  (import check before start)
+    from diagnostic_msgs.msg import DiagnosticArray
     from std_msgs.msg import Bool, Float32
     from tqdm import tqdm
     from wvm_msgs.msg import EpisodeEvent, Progress
@@ -287,7 +293,8 @@ def run(args: argparse.Namespace) -> int:
                dynamic_ncols=True)
     try:
         probe = TopicProbe({"/wvm/episode_event": EpisodeEvent, "/wvm/progress": Progress,
-                            "/sim/ground_truth_progress": Float32, "/sim/success": Bool},
+                            "/sim/ground_truth_progress": Float32, "/sim/success": Bool,
+                            "/diagnostics": DiagnosticArray},
                            name="wvm_demo_monitor", on_message=monitor.on_message, keep=10)
         # the value node loads its model (the slowest start) while the simulator and logger come
         # up; the policy starts last, so that the first attempt is valued from its first frame
@@ -360,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
     extra = [b["path"] for b in all_bags if b not in bags]
     summary = {"ok": rc == 0, "exit_code": rc, "elapsed_s": round(elapsed, 1), "attempts": [a.to_dict() for a in attempts],
                "untrained_model": untrained, "plot": str(plot), "bags": bags, "interrupted_bags": extra, "logs": str(log_dir),
-               "progress_messages": monitor.progress_count}
+               "progress_messages": monitor.progress_count, "diagnostics": monitor.diagnostics}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
     print(f"\nwvm demo: {len(attempts)} attempt(s) in {elapsed:.0f} s"
@@ -377,5 +384,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"    {b['path']}  ({b.get('messages')} messages, outcome {b.get('outcome')})")
         if extra:
             print(f"  ({len(extra)} bag(s) of an attempt started after the last one were cut short by the stop)")
+    vd = next((v for k, v in monitor.diagnostics.items() if k.startswith("wvm_value")), None)
+    if vd:
+        print(f"  value node: input {vd.get('input rate (Hz)')} Hz, Progress {vd.get('output rate (Hz)')} Hz, "
+              f"estimates {vd.get('estimate rate (Hz)')} Hz, latency mean {vd.get('latency mean (ms)')} ms / "
+              f"p95 {vd.get('latency p95 (ms)')} ms, dropped {vd.get('dropped frames')}, "
+              f"rejected {vd.get('rejected frames')}")
     print(f"  plot: {plot}\n  summary: {out / 'summary.json'}\n  logs: {log_dir}")
     return rc
