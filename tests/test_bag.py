@@ -47,9 +47,10 @@ def test_definitions_standard_and_wvm_msgs():
         B.normalize_typename("Image")
 
 
-@pytest.mark.parametrize("compression", ["none", "zstd"])
-def test_write_read_back_rosbags_and_mcap(tmp_path, compression):
-    w = write_bag(tmp_path / "ep_att001", compression=compression)
+@pytest.mark.parametrize("mode,compression", [("chunked", "none"), ("chunked", "zstd"), ("stream", "none"),
+                                              ("naive", "none")])
+def test_write_read_back_rosbags_and_mcap(tmp_path, mode, compression):
+    w = write_bag(tmp_path / "ep_att001", compression=compression, mode=mode)
     info = w.close({"outcome": "success", "final_progress": 0.9})
     assert info.message_count == 20
     a = B.count_messages_rosbags(info.path)
@@ -77,6 +78,10 @@ def test_bad_inputs(tmp_path):
         B.BagWriter(tmp_path / "b")
     with pytest.raises(B.BagError, match="compression 'gzip'"):
         B.BagWriter(tmp_path / "c", compression="gzip")
+    with pytest.raises(B.BagError, match="writer mode 'fast'"):
+        B.BagWriter(tmp_path / "d", mode="fast")
+    with pytest.raises(B.BagError, match="needs writer mode 'chunked'"):
+        B.BagWriter(tmp_path / "e", mode="stream", compression="zstd")
     f = tmp_path / "file"
     f.write_text("x")
     with pytest.raises(B.BagError, match=f"{f}/sub.*not writable"):
@@ -109,8 +114,9 @@ def test_flush_period_bounds_loss_and_recovery(tmp_path):
     assert size > 0
 
 
-def test_truncated_tail_loses_only_last_chunk(tmp_path):
-    w = write_bag(tmp_path / "t", n=10, flush_period_s=0.0)
+@pytest.mark.parametrize("mode", ["chunked", "stream"])
+def test_truncated_tail_loses_only_last_chunk(tmp_path, mode):
+    w = write_bag(tmp_path / "t", n=10, flush_period_s=0.0, mode=mode)
     w.flush()
     path = w.path / w.mcap_name
     size = os.path.getsize(path)

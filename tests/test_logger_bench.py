@@ -15,7 +15,7 @@ def test_bench_logger_small(ros_env, tmp_path):
     from wvm_ros.cli.main import main
 
     rc = main(["bench", "logger", "--output", str(tmp_path), "--duration", "1.0", "--rate", "20",
-               "--frame-size", "48x64", "--cameras", "2"])
+               "--frame-size", "48x64", "--cameras", "2", "--drain-s", "1.0"])
     res = json.loads((tmp_path / "bench_logger.json").read_text())
     ours, base = res["wvm_logger"], res["baseline"]
     for r in (ours, base):

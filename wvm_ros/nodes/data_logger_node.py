@@ -16,6 +16,10 @@ Parameters (see config/wvm.yaml, section wvm_logger):
   best_effort_topics (str[]) topics always subscribed best effort
   qos_depth (int)            subscription queue depth
   compression (str)          none | zstd | lz4 (MCAP chunk compression)
+  writer_mode (str)          chunked (default; indexed chunks, as rosbag2 writes) | stream
+                             (unchunked, flushed every flush_period_s: cheapest per message)
+                             | naive (flush per message: the benchmark's baseline)
+  stats_file (str)           write counters (received / recorded / write time / CPU) as JSON at exit
   chunk_size_mb, flush_period_s, fsync
   min_free_mb (float)        stop recording when the disk would have less free space
   max_total_mb (float)       stop recording when output_dir would exceed this (0: no cap)
@@ -98,10 +102,10 @@ class DataLoggerNode(Node):
         self.calibration_id = str(p("calibration_id", "").value)
         self.default_task = str(p("task", "").value)
         discovery_period_s = float(p("discovery_period_s", 0.25).value)
-        self.writer_mode = str(p("writer_mode", "chunked").value)   # chunked | naive (benchmark baseline)
+        self.writer_mode = str(p("writer_mode", "chunked").value)   # chunked | stream | naive (baseline)
         self.stats_file = str(p("stats_file", "").value)            # JSON of counters written at shutdown
-        if self.writer_mode not in ("chunked", "naive"):
-            raise ValueError(f"parameter writer_mode={self.writer_mode!r}; expected chunked or naive")
+        if self.writer_mode not in ("chunked", "stream", "naive"):
+            raise ValueError(f"parameter writer_mode={self.writer_mode!r}; expected chunked, stream or naive")
         if self.qos_reliability not in ("auto", "reliable", "best_effort"):
             raise ValueError(f"parameter qos_reliability={self.qos_reliability!r}; expected auto, reliable or best_effort")
 
