@@ -56,6 +56,21 @@ def test_sim_robot_publishes_and_obeys(ros_env, procs):
         now = np.array(probe.get("/robot/joint_states")[-1].position[:2])
         assert np.linalg.norm(now - target) < np.linalg.norm(start - target) - 20
 
+        # the JointTrajectory form moves it too
+        from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+        traj = probe.publisher(JointTrajectory, "/robot/joint_trajectory")
+        probe.wait_for(lambda: traj.get_subscription_count() > 0, timeout=10, what="trajectory subscriber")
+        start = np.array(probe.get("/robot/joint_states")[-1].position[:2])
+        target = np.array([450.0, 60.0]) if np.linalg.norm(start - [450, 60]) > 100 else np.array([60.0, 450.0])
+        n0 = len(probe.get("/robot/joint_states"))
+        for _ in range(30):
+            traj.publish(JointTrajectory(joint_names=["agent_y", "agent_x"], points=[
+                JointTrajectoryPoint(positions=[float(target[1]), float(target[0])])]))
+            probe.wait_for(lambda: True, timeout=0.06)
+        probe.wait_for(lambda: len(probe.get("/robot/joint_states")) > n0 + 15, timeout=20, what="steps", alive=alive)
+        now = np.array(probe.get("/robot/joint_states")[-1].position[:2])
+        assert np.linalg.norm(now - target) < np.linalg.norm(start - target) - 20
+
         # bad actions: rejected, counted, node keeps running
         act.publish(Float64MultiArray(data=[1.0, 2.0, 3.0]))
         act.publish(Float64MultiArray(data=[float("nan"), 2.0]))

@@ -264,3 +264,30 @@ def test_default_checkpoint_is_the_shipped_model_when_present(monkeypatch, tmp_p
     assert resolve_checkpoint("") == str(tmp_path)
     monkeypatch.setattr(graph, "find_data", lambda rel: None)
     assert resolve_checkpoint("") is None
+
+
+def test_task_topic_and_start_event_task_reach_the_estimators(rclpy_context):
+    from std_msgs.msg import String
+
+    class Recorder(_ConstEstimator):
+        def __init__(self):
+            super().__init__(0.3)
+            self.tasks = []
+
+        def set_task(self, text):
+            self.tasks.append(text)
+
+    node = _in_process_node(rclpy_context)
+    try:
+        rec = Recorder()
+        node.cameras[0].estimator = rec
+        published = []
+        node.pub_progress.publish = published.append
+        node._on_task(String(data="stack the cups"))
+        node._image_cb(node.cameras[0])(_image(96, 96))
+        deadline = time.time() + 10
+        while not published and time.time() < deadline:
+            time.sleep(0.02)
+        assert rec.tasks == ["stack the cups"] and published[0].task == "stack the cups"
+    finally:
+        node.destroy_node()

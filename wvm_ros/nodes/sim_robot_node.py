@@ -8,7 +8,8 @@ Publishes (defaults; remappable):
   /sim/ground_truth_progress  std_msgs/Float32 coverage-based progress (EVALUATION ONLY)
   /sim/success                std_msgs/Bool coverage >= success threshold (EVALUATION ONLY)
   /diagnostics
-Subscribes /robot/action (std_msgs/Float64MultiArray [x, y] target in sim pixels 0..512).
+Subscribes /robot/action (std_msgs/Float64MultiArray [x, y] target in sim pixels 0..512)
+and /robot/joint_trajectory (trajectory_msgs/JointTrajectory: the first point's agent_x, agent_y).
 Serves /robot/reset (std_srvs/Trigger): a new scene (seed + number of resets).
 
 Every `1 / rate_hz` s the simulation advances one control step towards the latest action
@@ -27,6 +28,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Float32, Float64MultiArray
 from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
 
 from wvm_ros.core.diagnostics import NodeStats, RateLimitedLog
 from wvm_ros.ros.diagnostics import DiagnosticsPublisher
@@ -66,6 +68,7 @@ class SimRobotNode(Node):
         self.pub_gt = self.create_publisher(Float32, "/sim/ground_truth_progress", reliable())
         self.pub_success = self.create_publisher(Bool, "/sim/success", reliable())
         self.create_subscription(Float64MultiArray, "/robot/action", self._on_action, reliable())
+        self.create_subscription(JointTrajectory, "/robot/joint_trajectory", self._on_trajectory, reliable())
         self.create_service(Trigger, "/robot/reset", self._on_reset)
 
         self.stats = NodeStats(rates=("output", "action"), expect_input_within_s=None)
@@ -89,6 +92,23 @@ class SimRobotNode(Node):
             return
         self.target = np.clip(a, 0.0, 512.0)
         self.stats.tick("action")
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        """The ros2_control trajectory form: the first point's agent_x, agent_y positions."""
+        names = list(msg.joint_names)
+        try:
+            if not msg.points:
+                raise ValueError("no points")
+            pos = dict(zip(names, msg.points[0].positions, strict=True))
+            target = [pos["agent_x"], pos["agent_y"]]
+        except (KeyError, ValueError) as e:
+            self.stats.count("rejected actions")
+            if self.log_limit.should_log("trajectory"):
+                self.get_logger().error(
+                    f"/robot/joint_trajectory: expected joint_names with agent_x, agent_y and one point with a "
+                    f"position per name, got names {names} ({type(e).__name__}: {e}); ignored")
+            return
+        self._on_action(Float64MultiArray(data=[float(v) for v in target]))
 
     def _on_reset(self, request, response):
         self.resets += 1
