@@ -166,3 +166,26 @@ def test_torch_cuda_fp16(opts):  # pragma: no cover - GPU machines only
     _, pred = parts()
     out = build_backend("torch", pred, opts, "h").run(pred.example_inputs)["chunk"]
     assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_options_from_node_params():
+    o = BackendOptions.from_params({"backend": "onnxruntime", "device": "cpu", "precision": "fp32",
+                                    "fallback": ["torch"], "strict": True, "cache_dir": "", "threads": 0})
+    assert o.backend == "onnxruntime" and o.fallback == ("torch",) and o.strict and o.threads is None
+    assert o.cache_dir is None
+    with pytest.raises(ValueError, match="unknown backend option.*'backnd'"):
+        BackendOptions.from_params({"backnd": "torch"})
+
+
+def test_export_failure_falls_back(opts, caplog):
+    """A graph the exporter cannot handle makes onnxruntime unavailable, not the node dead."""
+    from wvm_ros.core.export import ModelPart
+
+    class NoExport(torch.nn.Module):
+        def forward(self, x):
+            return torch.fft.fft(x).real  # no ONNX export for complex ffts
+
+    part = ModelPart("predict_chunk", NoExport(), {"x": torch.randn(1, 8)}, ["y"])
+    opts.backend, opts.fallback = "onnxruntime", ("torch",)
+    sel = create_part_backend(part, opts, "fft")
+    assert sel.backend.name == "torch" and "onnxruntime" in sel.tried

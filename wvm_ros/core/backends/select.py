@@ -64,6 +64,23 @@ class BackendOptions:
         if bad:
             raise ValueError(f"backend fallback {bad}: expected names from {', '.join(BACKENDS)}")
 
+    @classmethod
+    def from_params(cls, params: dict) -> "BackendOptions":
+        """From node parameters / YAML: unknown keys are an error naming them; empty strings
+        and None mean "default" (ROS parameters cannot be None)."""
+        import dataclasses
+
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise ValueError(f"unknown backend option(s) {unknown}; expected some of {sorted(names)}")
+        kw = {k: v for k, v in params.items() if v is not None and v != ""}
+        if kw.get("threads") == 0:
+            kw.pop("threads")
+        if "fallback" in kw and not isinstance(kw["fallback"], str):
+            kw["fallback"] = tuple(kw["fallback"])
+        return cls(**kw)
+
     @property
     def cache_path(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
@@ -113,7 +130,12 @@ def build_backend(kind: str, part: "ModelPart", opts: BackendOptions, model_hash
     specs = part.specs(dynamic_batch=True)
     if kind == "torch":
         return TorchBackend(part.module, part.name, specs, part.outputs, opts.device, opts.precision, opts.threads)
-    onnx_path = ensure_onnx(part, model_hash, opts)
+    from ..export import ExportError
+
+    try:
+        onnx_path = ensure_onnx(part, model_hash, opts)
+    except ExportError as exc:
+        raise BackendUnavailableError(f"{kind} backend: {exc}") from exc
     if kind == "onnxruntime":
         return OrtBackend(onnx_path, part.name, specs, part.outputs, opts.device, opts.precision,
                           opts.threads, trt_cache_dir=opts.cache_path / "ort_trt")
