@@ -119,6 +119,23 @@ def test_aligner_rules():
     assert al.stats.dropped == {"no /robot/joint_states within 0.05 s": 1}
 
 
+def test_aligner_matches_stamped_state_by_header_stamp():
+    """The simulator stamps image and joint state of a step alike and may send the state
+    after the image: the state of the same stamp is the frame's state."""
+    al = FrameAligner(AlignConfig(max_age_s=0.05))
+    img = np.zeros((2, 2, 3), np.uint8)
+    for i in range(3):
+        t = (i + 1) * 100 * 10**6
+        al.push("/camera/image_raw", t + 1 * 10**6, (t, img))
+        al.push("/robot/joint_states", t + 3 * 10**6, (t, np.array([float(i)], np.float32)))
+        al.push("/robot/action", t + 4 * 10**6, np.array([float(i)], np.float32))
+    al.add_progress(10**9, 0.5, [0.5])
+    frames = al.pop_ready(2 * 10**9) + al.finish()
+    assert [f.state.tolist() for f in frames] == [[0.0], [1.0], [2.0]]
+    assert [f.action.tolist() for f in frames] == [[0.0], [1.0], [2.0]]
+    assert al.stats.dropped == {}
+
+
 def test_parse_image_keys():
     assert parse_image_keys(["/camera/image_raw", "/wrist/image_raw"]) == {
         "/camera/image_raw": "observation.image", "/wrist/image_raw": "observation.images.wrist"}

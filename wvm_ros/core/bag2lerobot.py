@@ -7,9 +7,11 @@ bags agree.
 
 Alignment (`FrameAligner`), per attempt:
 * one dataset frame per message on the reference camera topic (default /camera/image_raw);
-* other image topics, the state (/robot/joint_states: position) and ground truth
-  (/sim/ground_truth_progress) take the newest message received at or before the frame
-  that is at most `max_age_s` old; a frame without one of them is dropped and counted;
+* other image topics and the state (/robot/joint_states: position) take the newest message
+  whose header stamp is at or before the frame's image stamp and at most `max_age_s`
+  older (messages with a zero stamp: by recording time instead); ground truth
+  (/sim/ground_truth_progress, no header) the newest received at or before the frame
+  within `max_age_s`; a frame without a camera or state is dropped and counted;
 * the action is the policy's answer to the frame: the first action received after the
   frame and at most `max_age_s` later; if none, the newest one at most `max_age_s` old;
 * progress and value chunk come from the newest *valid* Progress whose header stamp (= the
@@ -116,7 +118,7 @@ def decode(typename: str, raw: bytes):
                             np.asarray(msg.data), bool(msg.is_bigendian))
         return _stamp_ns(msg.header), np.ascontiguousarray(rgb)
     if typename == "sensor_msgs/msg/JointState":
-        return np.asarray(msg.position, dtype=np.float32).reshape(-1)
+        return _stamp_ns(msg.header), np.asarray(msg.position, dtype=np.float32).reshape(-1)
     if typename in ("std_msgs/msg/Float64MultiArray", "std_msgs/msg/Float32MultiArray"):
         return np.asarray(msg.data, dtype=np.float32).reshape(-1)
     if typename == "trajectory_msgs/msg/JointTrajectory":
@@ -195,8 +197,9 @@ class FrameAligner:
         self.use_recorded_progress = use_recorded_progress
         self.max_age = int(cfg.max_age_s * 1e9)
         self.progress_max_age = int(cfg.progress_max_age_s * 1e9)
-        self.images = {t: _Latest(64) for t in cfg.image_topics if t != cfg.reference_topic}
-        self.state = _Latest()
+        # stamped messages are matched by header stamp, unstamped ones by recording time
+        self.images = {t: (_Latest(64), _Latest(64)) for t in cfg.image_topics if t != cfg.reference_topic}
+        self.state = (_Latest(), _Latest())
         self.action = _Latest()
         self.gt = _Latest()
         self.progress: deque = deque(maxlen=1024)    # (stamp_ns, progress, chunk), valid ones, stamp order
@@ -214,9 +217,9 @@ class FrameAligner:
             self.pending.append((t_ns, stamp, rgb))
             self.stats.reference_frames += 1
         elif topic in self.images:
-            self.images[topic].add(t_ns, value[1])
+            self._add_stamped(self.images[topic], t_ns, value)
         elif topic == c.state_topic:
-            self.state.add(t_ns, value)
+            self._add_stamped(self.state, t_ns, value)
         elif topic == c.action_topic:
             self.action.add(t_ns, value)
         elif topic == c.ground_truth_topic:
@@ -224,6 +227,22 @@ class FrameAligner:
             self.has_ground_truth = True
         elif topic == c.progress_topic and self.use_recorded_progress:
             self.add_progress(value["stamp_ns"], value["progress"], value["chunk"], value["valid"])
+
+    @staticmethod
+    def _add_stamped(bufs, t_ns: int, value) -> None:
+        if isinstance(value, tuple):
+            stamp, v = value
+            if stamp > 0:
+                bufs[0].add(int(stamp), v)
+                return
+            value = v
+        bufs[1].add(t_ns, value)
+
+    def _lookup(self, bufs, t: int, stamp: int):
+        v = bufs[0].at_or_before(stamp, self.max_age) if (stamp > 0 and bufs[0].items) else None
+        if v is None and bufs[1].items:
+            v = bufs[1].at_or_before(t, self.max_age)
+        return v
 
     def add_progress(self, stamp_ns: int, progress: float, chunk, valid: bool = True) -> None:
         if valid and math.isfinite(progress):
@@ -263,13 +282,13 @@ class FrameAligner:
 
     def _make(self, t: int, stamp: int, rgb) -> Frame | None:
         images = {self.cfg.image_keys[self.cfg.reference_topic]: rgb}
-        for topic, buf in self.images.items():
-            img = buf.at_or_before(t, self.max_age)
+        for topic, bufs in self.images.items():
+            img = self._lookup(bufs, t, stamp)
             if img is None:
                 self.stats.drop(f"no {topic} within {self.cfg.max_age_s} s")
                 return None
             images[self.cfg.image_keys[topic]] = img
-        state = self.state.at_or_before(t, self.max_age)
+        state = self._lookup(self.state, t, stamp)
         if state is None:
             self.stats.drop(f"no {self.cfg.state_topic} within {self.cfg.max_age_s} s")
             return None
