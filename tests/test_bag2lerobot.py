@@ -129,11 +129,27 @@ def test_aligner_matches_stamped_state_by_header_stamp():
         al.push("/camera/image_raw", t + 1 * 10**6, (t, img))
         al.push("/robot/joint_states", t + 3 * 10**6, (t, np.array([float(i)], np.float32)))
         al.push("/robot/action", t + 4 * 10**6, np.array([float(i)], np.float32))
-    al.add_progress(10**9, 0.5, [0.5])
+    al.add_progress(150 * 10**6, 0.5, [0.5])       # one estimate, stamped between frames 1 and 2
     frames = al.pop_ready(2 * 10**9) + al.finish()
     assert [f.state.tolist() for f in frames] == [[0.0], [1.0], [2.0]]
+    # before it: 0, not valid; after it: 0.5 valid while fresh
+    assert [(f.progress, f.value_valid) for f in frames] == [(0.0, False), (0.5, True), (0.5, True)]
     assert [f.action.tolist() for f in frames] == [[0.0], [1.0], [2.0]]
     assert al.stats.dropped == {}
+
+
+def test_stale_estimate_is_kept_but_not_valid():
+    al = FrameAligner(AlignConfig(max_age_s=0.05, progress_max_age_s=1.0))
+    img = np.zeros((2, 2, 3), np.uint8)
+    al.add_progress(0, 0.4, [0.4])
+    for i, t in enumerate((10**8, 3 * 10**9)):                 # 0.1 s and 3 s after the estimate
+        al.push("/robot/joint_states", t, np.array([0.0], np.float32))
+        al.push("/camera/image_raw", t, (t, img))
+        al.push("/robot/action", t + 10**6, np.array([0.0], np.float32))
+        al.push("/sim/ground_truth_progress", t + 2 * 10**6, 0.25 * (i + 1))   # after the image
+    frames = al.finish()
+    assert [(f.progress, f.value_valid) for f in frames] == [(0.4, True), (0.4, False)]
+    assert [f.ground_truth for f in frames] == [0.25, 0.5]
 
 
 def test_parse_image_keys():

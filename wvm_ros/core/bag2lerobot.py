@@ -10,14 +10,15 @@ Alignment (`FrameAligner`), per attempt:
 * other image topics and the state (/robot/joint_states: position) take the newest message
   whose header stamp is at or before the frame's image stamp and at most `max_age_s`
   older (messages with a zero stamp: by recording time instead); ground truth
-  (/sim/ground_truth_progress, no header) the newest received at or before the frame
-  within `max_age_s`; a frame without a camera or state is dropped and counted;
+  (/sim/ground_truth_progress, no header) the one received nearest to the frame within
+  `max_age_s` (NaN if none); a frame without a camera or state is dropped and counted;
 * the action is the policy's answer to the frame: the first action received after the
   frame and at most `max_age_s` later; if none, the newest one at most `max_age_s` old;
 * progress and value chunk come from the newest *valid* Progress whose header stamp (= the
   stamp of the newest image the model used) is at or before the frame's image stamp and at
-  most `progress_max_age_s` older; frames before the first estimate get progress 0 and
-  `value_valid = False`;
+  most `progress_max_age_s` older; when the newest one is older (the value node stalled),
+  it is kept but `value_valid = False`; frames before the first estimate get progress 0
+  and `value_valid = False`;
 * `next.done` is set on the last frame, `next.success` on the last frame of a successful
   attempt.
 Times are the recording (log) times in nanoseconds, except the progress match which uses
@@ -178,6 +179,14 @@ class _Latest:
                 return v if t - tt <= max_age_ns else None
         return None
 
+    def nearest(self, t: int, max_age_ns: int):
+        best, bd = None, None
+        for tt, v in self.items:
+            d = abs(tt - t)
+            if d <= max_age_ns and (bd is None or d < bd):
+                best, bd = v, d
+        return best
+
     def first_after(self, t: int, max_age_ns: int):
         for tt, v in self.items:
             if tt > t:
@@ -201,7 +210,7 @@ class FrameAligner:
         self.images = {t: (_Latest(64), _Latest(64)) for t in cfg.image_topics if t != cfg.reference_topic}
         self.state = (_Latest(), _Latest())
         self.action = _Latest()
-        self.gt = _Latest()
+        self.gt = _Latest()          # no header: nearest by recording time, either side
         self.progress: deque = deque(maxlen=1024)    # (stamp_ns, progress, chunk), valid ones, stamp order
         self.newest_progress_stamp = -1
         self.pending: deque = deque()                 # (t_ns, stamp_ns, rgb)
@@ -275,9 +284,11 @@ class FrameAligner:
         return out
 
     def _progress_for(self, stamp: int):
+        """(progress, chunk, fresh): the newest valid estimate at or before the stamp; not
+        fresh when older than progress_max_age (the value stays, value_valid is False)."""
         for s, p, ch in reversed(self.progress):
             if s <= stamp:
-                return (p, ch) if stamp - s <= self.progress_max_age else None
+                return p, ch, stamp - s <= self.progress_max_age
         return None
 
     def _make(self, t: int, stamp: int, rgb) -> Frame | None:
@@ -299,11 +310,11 @@ class FrameAligner:
             self.stats.drop(f"no {self.cfg.action_topic} within {self.cfg.max_age_s} s")
             return None
         pv = self._progress_for(stamp) if self.use_recorded_progress else None
-        gt = self.gt.at_or_before(t, self.max_age) if self.has_ground_truth else None
+        gt = self.gt.nearest(t, self.max_age) if self.has_ground_truth else None
         self.stats.frames += 1
         return Frame(t, stamp, images, state, action,
                      float(np.clip(pv[0], 0.0, 1.0)) if pv else 0.0,
-                     pv[1] if pv else None, pv is not None,
+                     pv[1] if pv else None, bool(pv and pv[2]),
                      float("nan") if gt is None else float(gt))
 
 
