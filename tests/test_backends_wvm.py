@@ -157,3 +157,17 @@ def test_preprocess_matches_frames_to_tensor():
         assert a.shape == b.shape and torch.max(torch.abs(a - b)) <= 1e-5
     with pytest.raises(ValueError, match="RGB"):
         preprocess_frames(np.zeros((4, 4), np.uint8), (64, 64))
+
+
+def test_text_length_is_dynamic(model, tmp_path):
+    """T5 instructions give [1, L, D] embeddings: the exported predictor takes any L."""
+    from wvm_ros.core.backends import build_backend
+
+    _, pred = wvm_parts(model)
+    b = build_backend("onnxruntime", pred, BackendOptions(cache_dir=str(tmp_path), threads=1), model_hash(model))
+    x = dict(pred.example_inputs)
+    x["text_emb"] = torch.randn(1, 3, model.config.text_dim)
+    got = b.run(x)["chunk"]
+    with torch.no_grad():
+        ref = model.predict_chunk(*x.values()).numpy()
+    assert np.max(np.abs(got - ref)) <= 1e-4

@@ -42,14 +42,19 @@ class ModelPart:
     module: Any                      # torch.nn.Module
     example_inputs: dict[str, Any]   # name -> torch.Tensor, axis 0 is the batch
     outputs: list[str]
+    # other dynamic axes besides the batch: input -> {axis: (label, min, max)}, e.g. the text
+    # length of T5 embeddings; always dynamic in the exported graph
+    dynamic_axes: dict[str, dict[int, tuple[str, int, int]]] = field(default_factory=dict)
 
     def specs(self, dynamic_batch: bool = True) -> list[TensorSpec]:
         out = []
         for n, t in self.example_inputs.items():
-            shape = tuple(int(s) for s in t.shape)
+            shape = list(int(s) for s in t.shape)
             if dynamic_batch:
-                shape = (None,) + shape[1:]
-            out.append(TensorSpec(n, shape, str(t.dtype).replace("torch.", "")))
+                shape[0] = None
+            for ax in self.dynamic_axes.get(n, {}):
+                shape[ax] = None
+            out.append(TensorSpec(n, tuple(shape), str(t.dtype).replace("torch.", "")))
         return out
 
     def batched_inputs(self, batch: int, seed: int = 0) -> dict[str, Any]:
@@ -91,9 +96,12 @@ def export_part(part: ModelPart, out_dir: str | os.PathLike, dynamic_batch: bool
     out.parent.mkdir(parents=True, exist_ok=True)
     names = list(part.example_inputs)
     args = tuple(part.example_inputs[n] for n in names)
-    dyn = None
+    dyn: dict[str, dict[int, str]] = {}
     if dynamic_batch:
         dyn = {n: {0: "batch"} for n in names + list(part.outputs)}
+    for n, axes in part.dynamic_axes.items():
+        dyn.setdefault(n, {}).update({ax: label for ax, (label, _, _) in axes.items()})
+    dyn = dyn or None
     module = part.module.eval()
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     fastpath = torch.backends.mha.get_fastpath_enabled()
@@ -157,8 +165,12 @@ def trt_profiles(part: ModelPart, max_batch: int, opt_batch: int = 1) -> dict[st
     """(min, opt, max) shapes for a dynamic batch axis: 1 .. max_batch."""
     out = {}
     for n, t in part.example_inputs.items():
-        rest = tuple(int(s) for s in t.shape[1:])
-        out[n] = ((1,) + rest, (max(1, min(opt_batch, max_batch)),) + rest, (max_batch,) + rest)
+        mn, opt, mx = ([int(s) for s in t.shape] for _ in range(3))
+        mn[0], opt[0], mx[0] = 1, max(1, min(opt_batch, max_batch)), max_batch
+        for ax, (_, lo, hi) in part.dynamic_axes.get(n, {}).items():
+            mn[ax], mx[ax] = lo, hi
+            opt[ax] = min(max(opt[ax], lo), hi)
+        out[n] = (tuple(mn), tuple(opt), tuple(mx))
     return out
 
 
@@ -229,7 +241,8 @@ def export_parts(parts: Sequence[ModelPart], output_dir: str | os.PathLike, mode
                 "passed": chk.passed, "export_s": round(time.perf_counter() - t0, 3)}
             report.ok &= chk.passed
             if tensorrt:
-                profiles = trt_profiles(part, max_batch) if dynamic_batch else None
+                profiles = trt_profiles(part, max_batch if dynamic_batch else 1) \
+                    if dynamic_batch or part.dynamic_axes else None
                 res = build_engine_cached(path, out / "engines", precision=precision, profiles=profiles,
                                           workspace_gb=workspace_gb)
                 report.engines[part.name] = {"engine": str(res.engine_path), "built": res.built,

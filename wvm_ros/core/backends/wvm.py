@@ -31,7 +31,7 @@ from .select import BackendOptions, Selection, create_part_backend
 
 log = logging.getLogger(__name__)
 
-PARTS_VERSION = "wvm-parts-1"  # bump when the exported graphs change shape or meaning
+PARTS_VERSION = "wvm-parts-2"  # bump when the exported graphs change shape or meaning
 
 
 class EncodeFramesPart(nn.Module):
@@ -100,7 +100,8 @@ def wvm_parts(model, batch: int = 1, seed: int = 0):
     text = torch.randn(batch, 1, c.text_dim, generator=g)
     parts.append(ModelPart("predict_chunk", PredictChunkPart(model),
                            {"latent_window": lat, "prefix_value": torch.rand(batch, generator=g),
-                            "text_emb": text / text.norm(dim=-1, keepdim=True)}, ["chunk"]))
+                            "text_emb": text / text.norm(dim=-1, keepdim=True)}, ["chunk"],
+                           dynamic_axes={"text_emb": {1: ("text_len", 1, int(c.text_max_len))}}))
     return parts
 
 
