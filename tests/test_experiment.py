@@ -139,4 +139,4 @@ def test_replay_decides_like_the_live_state_machine():
     s = score_replays([ramp, flat, early], cfg)
     assert s["median_delay_s"] == pytest.approx(0.4)
     assert s["false_success_rate"] == pytest.approx(1 / 3)               # "early" fires at 8.0 < 12.0
-    assert s["stuck_caught"] == "1/1" and s["missed"] == 0
+    assert s["stuck_caught"] == "1/1" and s["missed"] == 0 and s["false_failures_clean"] == "0/2"

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-CAL_GRID = {"success_threshold": [0.85, 0.9, 0.95], "success_dwell_s": [0.0, 0.3, 0.8],
+CAL_GRID = {"success_threshold": [0.8, 0.9, 0.95, 0.98, 1.0], "success_dwell_s": [0.0, 0.5, 1.0, 1.5, 2.0],
             "stall_window_s": [4.0, 6.0, 8.0]}
 
 
@@ -110,7 +110,7 @@ def _calibrate(model, cfg, out: Path) -> int:
                     CAL_GRID, base=cfg.episode)
     (out / "calibration.json").write_text(json.dumps(res, indent=1, default=float))
     cols = list(CAL_GRID) + ["median_delay_s", "p90_delay_s", "false_success_rate", "missed", "stuck_caught",
-                             "false_failures_on_successful"]
+                             "false_failures_clean", "random_caught"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in res["rows"]:
         lines.append("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")

@@ -374,14 +374,16 @@ def score_replays(traces: list[dict], ecfg: EpisodeConfig) -> dict:
         if tr["injection"] == "stuck":
             n_stuck += 1
             stuck_caught += kind in ("STALL", "REGRESSION", "TIMEOUT")
-        elif tr["t_gt"] is not None:
-            n_clean += 1
+        elif tr["injection"] in ("none", "hesitation") and tr["t_gt"] is not None:
+            n_clean += 1   # clean or hesitating attempts that succeed: a failure decision is false
             clean_failed += kind in ("STALL", "REGRESSION", "TIMEOUT")
     n = len(traces)
     return {"median_delay_s": float(np.median(delays)) if delays else None,
             "p90_delay_s": float(np.percentile(delays, 90)) if delays else None,
             "false_success_rate": false_s / n if n else None, "missed": missed,
-            "stuck_caught": f"{stuck_caught}/{n_stuck}", "false_failures_on_successful": f"{clean_failed}/{n_clean}"}
+            "stuck_caught": f"{stuck_caught}/{n_stuck}", "false_failures_clean": f"{clean_failed}/{n_clean}",
+            "random_caught": f"{sum(1 for tr in traces if tr['injection'] == 'random' and replay(tr, ecfg)[0] != 'SUCCESS')}"
+                             f"/{sum(1 for tr in traces if tr['injection'] == 'random')}"}
 
 
 def calibrate(model, seeds: list[int], mix: "InjectionMix", difficulty: float, task: str,
