@@ -272,3 +272,23 @@ def test_logger_live_lerobot_dataset(ros_env, procs, rclpy_context, tmp_path):
     prog = [float(it["progress"]) for it in items]
     assert prog == sorted(prog) and prog[-1] > 0.5
     assert (root / "sarm_progress.parquet").exists()
+
+    # the same bags converted offline give the same dataset (one alignment code path)
+    import pandas as pd
+
+    from wvm_ros.core.bag2lerobot import convert_bags
+
+    convert_bags([out], tmp_path / "conv", keep_failed=False, fps=20, repo_id="local/wvm_live",
+                 progress_bar=False)
+
+    def load(r):
+        return pd.concat([pd.read_parquet(p) for p in sorted((r / "data").rglob("*.parquet"))], ignore_index=True)
+
+    live, conv = load(root), load(tmp_path / "conv")
+    assert len(live) == len(conv) == n
+    for col in ("observation.state", "action", "progress", "value_chunk", "value_valid", "next.done",
+                "next.success", "timestamp", "frame_index"):
+        a = np.stack(live[col].map(np.asarray).to_numpy()).astype(float)
+        b = np.stack(conv[col].map(np.asarray).to_numpy()).astype(float)
+        np.testing.assert_array_equal(a, b, err_msg=col)
+    assert [r["bytes"] for r in live["observation.image"]] == [r["bytes"] for r in conv["observation.image"]]

@@ -172,9 +172,18 @@ class DataLoggerNode(Node):
                           progress_topic=self.progress_topic, event_topic=self.event_topic,
                           ground_truth_topic=gt_topic, max_age_s=max_age_s)
         check_writable_dir(root)
-        # import lerobot now, not at the first END (that would stall the executor for seconds)
-        import wvm_ros.core.dataset  # noqa: F401
-        from lerobot.datasets.lerobot_dataset import LeRobotDataset  # noqa: F401
+        # lerobot takes seconds to import: do it in the background so that recording starts
+        # at once; the first END waits for it (Python's import lock) if it is not done yet
+        import threading
+
+        def _preload():
+            try:
+                import wvm_ros.core.dataset  # noqa: F401
+                from lerobot.datasets.lerobot_dataset import LeRobotDataset  # noqa: F401
+            except Exception as exc:  # reported again, with context, at the first episode
+                self.get_logger().error(f"live dataset: cannot import lerobot: {exc}")
+
+        threading.Thread(target=_preload, name="lerobot-import", daemon=True).start()
 
         self.dataset = LiveDatasetRecorder(root, cfg, fps=fps, keep_failed=keep_failed, use_videos=use_videos,
                                            repo_id=repo_id, default_task=self.default_task,
