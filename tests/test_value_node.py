@@ -291,3 +291,41 @@ def test_task_topic_and_start_event_task_reach_the_estimators(rclpy_context):
         assert rec.tasks == ["stack the cups"] and published[0].task == "stack the cups"
     finally:
         node.destroy_node()
+
+
+def test_a_missed_start_is_caught_up_at_the_next_event_of_the_new_attempt(rclpy_context):
+    from wvm_msgs.msg import EpisodeEvent
+
+    class Resets(_ConstEstimator):
+        def __init__(self):
+            super().__init__(0.5)
+            self.resets = 0
+
+        def reset(self):
+            self.resets += 1
+
+    node = _in_process_node(rclpy_context)
+    try:
+        est = Resets()
+        node.cameras[0].estimator = est
+        published = []
+        node.pub_progress.publish = published.append
+        node._on_event(EpisodeEvent(episode_id="ep-1", attempt=1, kind=EpisodeEvent.START))
+        node._image_cb(node.cameras[0])(_image(96, 96))
+        deadline = time.time() + 10
+        while not published and time.time() < deadline:
+            time.sleep(0.02)
+        assert est.resets == 1 and published[0].attempt == 1
+        node._on_event(EpisodeEvent(episode_id="ep-1", attempt=1, kind=EpisodeEvent.STALL))
+        node._on_event(EpisodeEvent(episode_id="ep-1", attempt=1, kind=EpisodeEvent.END, outcome="failure"))
+        node._on_event(EpisodeEvent(episode_id="ep-1", attempt=1, kind=EpisodeEvent.RETRY))
+        # START of attempt 2 lost; its HOLD arrives
+        node._on_event(EpisodeEvent(episode_id="ep-1", attempt=2, kind=EpisodeEvent.HOLD))
+        node._image_cb(node.cameras[0])(_image(96, 96))
+        while len(published) < 2 and time.time() < deadline:
+            time.sleep(0.02)
+        assert est.resets == 2  # STALL, END and RETRY of attempt 1 reset nothing; HOLD of attempt 2 does
+        assert (published[1].episode_id, published[1].attempt) == ("ep-1", 2)
+        assert node.stats.counters["missed START events"] == 1
+    finally:
+        node.destroy_node()

@@ -204,10 +204,18 @@ class ValueNode(Node):
     def _on_event(self, msg: EpisodeEvent) -> None:
         kind = EVENT_NAMES.get(msg.kind, f"kind {msg.kind}")
         with self.lock:
+            # an event of another attempt than the current one, other than END: its START was
+            # missed (e.g. published before DDS discovery matched us); start the attempt here
+            missed_start = (msg.kind not in (EpisodeEvent.START, EpisodeEvent.END) and bool(msg.episode_id)
+                            and (msg.episode_id, int(msg.attempt)) != (self.episode_id, self.attempt))
             self.episode_id, self.attempt = msg.episode_id, int(msg.attempt)
             state = kind if not msg.outcome else f"{kind} ({msg.outcome})"
             self.episode_state = state
-            if msg.kind == EpisodeEvent.START:
+            if missed_start:
+                self.stats.count("missed START events")
+                self.get_logger().warning(f"no START seen for {msg.episode_id}#{msg.attempt}: resetting the "
+                                          f"window at its {kind} event")
+            if msg.kind == EpisodeEvent.START or missed_start:
                 self.reset_pending = True
                 self.reset_after_s = stamp_to_sec(msg.header.stamp)
                 for cam in self.cameras:
