@@ -235,6 +235,25 @@ def test_logger_size_cap_stops_recording_with_valid_bag(ros_env, procs, rclpy_co
     assert a == count_messages_mcap(d)
     assert 0 < a["/camera/image_raw"] < 30
     wait_for(lambda: "size cap reached" in log_text(child), 5, "the error in the log", child)
+    # /diagnostics says so (ERROR with the reason)
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    seen = []
+    sub = pub.node.create_subscription(DiagnosticArray, "/diagnostics",
+                                       lambda m: seen.extend(st for st in m.status if "wvm_logger" in st.name), 10)
+    from rclpy.executors import SingleThreadedExecutor
+
+    ex = SingleThreadedExecutor(context=rclpy_context)
+    ex.add_node(pub.node)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not seen:
+        ex.spin_once(timeout_sec=0.2)
+    ex.remove_node(pub.node)
+    pub.node.destroy_subscription(sub)
+    assert seen, "no diagnostics from wvm_logger"
+    lv = seen[-1].level
+    assert (lv[0] if isinstance(lv, (bytes, bytearray)) else int(lv)) == 2
+    assert "size cap reached" in seen[-1].message
     # later attempts are refused, not half-written
     pub.attempt("epd", 2, 3)
     time.sleep(0.5)

@@ -46,6 +46,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
+from wvm_ros.core.diagnostics import NodeStats
 from wvm_ros.core.bag import (BagError, BagWriter, DiskGuard, DiskGuardError, bag_name,
                               check_writable_dir, recover_incomplete_bags, unique_bag_dir)
 
@@ -140,6 +141,13 @@ class DataLoggerNode(Node):
         self._subscribe(self.progress_topic, "wvm_msgs/msg/Progress")
         self._discover()
         self.create_timer(discovery_period_s, self._tick)
+        # /diagnostics: message rate, recording state; ERROR while the disk guard has stopped
+        # recording (a standing condition, re-asserted every period)
+        self.stats = NodeStats(rates=("input", "recorded"), expect_input_within_s=None)
+        from wvm_ros.ros.diagnostics import DiagnosticsPublisher
+
+        self._diag = DiagnosticsPublisher(self, self.stats, name="wvm_logger: recording",
+                                          period_s=float(p("diagnostics_period_s", 1.0).value))
         self.get_logger().info(f"recording {len(self.topics)} topics into {self.out} "
                                f"(qos {self.qos_reliability}, flush every {self.flush_period_s} s)")
 
@@ -243,6 +251,14 @@ class DataLoggerNode(Node):
 
     def _tick(self) -> None:
         self._discover()
+        self.stats.extra.update({
+            "bag": self.bag.path.name if self.bag is not None else "(between attempts)",
+            "bags closed": str(len(self.closed_bags)),
+            "free MB": f"{self.guard.free_bytes() / 2**20:.0f}",
+            "topics subscribed": f"{len(self.subs)}/{len(self.topics)}",
+        })
+        if self.stopped_reason:
+            self.stats.error(self.stopped_reason)
         if self.bag is not None:
             try:
                 t0 = time.perf_counter()
@@ -258,6 +274,7 @@ class DataLoggerNode(Node):
     def _on_raw(self, topic: str, raw: bytes) -> None:
         now_ns = self.get_clock().now().nanoseconds
         self.received[topic] = self.received.get(topic, 0) + 1
+        self.stats.tick("input")
         if topic == self.event_topic:
             self._on_event(deserialize_message(raw, self._EpisodeEvent), raw, now_ns)
             return
@@ -282,6 +299,7 @@ class DataLoggerNode(Node):
             self.bag.write(topic, raw, now_ns)
             self.write_time_s += time.perf_counter() - t0
             self.recorded[topic] = self.recorded.get(topic, 0) + 1
+            self.stats.tick("recorded")
         except DiskGuardError as exc:
             self._stop_recording(str(exc))
         except (OSError, BagError) as exc:
