@@ -42,7 +42,9 @@ def test_bad_arguments_are_named():
 
 
 def test_overrides_and_remappings_reach_the_command_line():
-    specs = build_graph(overrides={"sim_robot": {"width": 64, "rate_hz": 5.0}, "nope": {"x": 1}},
+    with pytest.raises(GraphError, match="unknown node 'nope'"):
+        build_graph(overrides={"nope": {"x": 1}})
+    specs = build_graph(overrides={"sim_robot": {"width": 64, "rate_hz": 5.0}, "wvm_logger": {"x": 1}},
                         remappings={"wvm_value": [("/camera/image_raw", "/cam0/image")]}, record=False)
     by = {s.name: s for s in specs}
     argv = by["sim_robot"].argv("PY")

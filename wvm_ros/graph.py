@@ -173,6 +173,8 @@ def build_graph(mode: str = "sim", checkpoint: str = "", task: str = "", record:
     if output_dir and record:
         params["wvm_logger"]["output_dir"] = str(output_dir)
     for n, extra in (overrides or {}).items():
+        if n not in NODES:
+            raise GraphError(f"parameter overrides for unknown node {n!r}; expected one of {', '.join(NODES)}")
         if n not in params:
             continue  # node not part of this graph (e.g. logger with record off)
         params[n].update(extra)
