@@ -329,3 +329,30 @@ def test_a_missed_start_is_caught_up_at_the_next_event_of_the_new_attempt(rclpy_
         assert node.stats.counters["missed START events"] == 1
     finally:
         node.destroy_node()
+
+
+def test_a_checkpoint_loads_and_progress_is_not_flagged_untrained(rclpy_context, tmp_path):
+    from rclpy.parameter import Parameter
+
+    from wvm_ros.core.model import build_model, save_checkpoint
+    from wvm_ros.nodes.value_node import ValueNode
+
+    ck = tmp_path / "ck"
+    ck_id = save_checkpoint(build_model("tiny", "cpu", seed=0), ck)
+    node = ValueNode(context=rclpy_context, parameter_overrides=[Parameter("checkpoint", value=str(ck))])
+    try:
+        assert not node.untrained and node.checkpoint_id == ck_id
+        published = []
+        node.pub_progress.publish = published.append
+        t = time.time()
+        for i in range(4):  # real estimator: 2 samples at 2 fps are needed
+            node._image_cb(node.cameras[0])(_image(96, 96, stamp_s=t + 0.5 * i))
+            time.sleep(0.3)
+        deadline = time.time() + 20
+        while not any(m.valid for m in published) and time.time() < deadline:
+            time.sleep(0.05)
+        valid = [m for m in published if m.valid]
+        assert valid and all(not m.untrained and "UNTRAINED" not in m.status for m in published)
+        assert valid[-1].checkpoint_id == ck_id and 0.0 <= valid[-1].progress <= 1.0
+    finally:
+        node.destroy_node()
