@@ -237,3 +237,59 @@ def test_plain_bag_offline_values_deterministic(tmp_path):
     df = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "d1" / "data").rglob("*.parquet")))
     assert df["value_valid"].astype(bool).sum() > 0
     assert ((df["progress"].map(float) >= 0) & (df["progress"].map(float) <= 1)).all()
+
+
+def _replay(rec, bag):
+    from types import SimpleNamespace
+
+    cd = B.bag_custom_data(bag)
+    rec.on_start(SimpleNamespace(task=cd["task"], episode_id=cd["episode_id"], attempt=int(cd["attempt"])))
+    for topic, typename, t, raw in B.iter_bag(bag):
+        rec.on_message(topic, typename, raw, t)
+    rec.on_end({**cd, "bag": bag.name})
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_live_recorder_equals_conversion_and_handles_faults(tmp_path, threaded):
+    import pandas as pd
+
+    from wvm_ros.core.bag2lerobot import LiveDatasetRecorder
+
+    bags = tmp_path / "bags"
+    b1 = make_bag(bags, "a_att001", n=8, outcome="failure")
+    b2 = make_bag(bags, "a_att002", n=6, outcome="success", t0=20 * NS)
+    odd = tmp_path / "odd"
+    b3 = make_bag(odd, "a_att003", n=5, outcome="success", t0=30 * NS)
+    # a camera of another size in a later attempt: that attempt is skipped, not half-written
+    w = B.BagWriter(odd / "a_att004", custom_data={"task": "push the T", "episode_id": "a", "attempt": 4})
+    for topic, ty in (("/camera/image_raw", "sensor_msgs/msg/Image"), ("/robot/joint_states", "sensor_msgs/msg/JointState"),
+                      ("/robot/action", "std_msgs/msg/Float64MultiArray")):
+        w.add_topic(topic, ty)
+    for i in range(3):
+        t = 40 * NS + i * NS // 10
+        w.write("/robot/joint_states", joints(t, 1.0), t)
+        w.write("/camera/image_raw", image(t, i, h=8, w=8), t + 1)
+        w.write("/robot/action", action(1.0), t + 2)
+    w.close({"outcome": "success"})
+    errors, logs = [], []
+    rec = LiveDatasetRecorder(tmp_path / "live", AlignConfig(), fps=10, keep_failed=False, use_videos=False,
+                              repo_id="local/wvm_bags", log_fn=logs.append, error_fn=errors.append,
+                              threaded=threaded)
+    for b in (b1, b2, odd / "a_att004", b3):
+        _replay(rec, b)
+    rec.close()
+    assert any("a_att001 dropped (outcome failure)" in m for m in logs)
+    assert any("a_att002 -> episode 0 (6 frames)" in m for m in logs)
+    assert len(errors) == 1 and "does not fit the dataset" in errors[0]
+    assert any("a_att003 -> episode 1 (5 frames)" in m for m in logs)
+    convert_bags([b2, b3], tmp_path / "conv", progress_bar=False)
+
+    def load(r):
+        return pd.concat([pd.read_parquet(p) for p in sorted((r / "data").rglob("*.parquet"))], ignore_index=True)
+
+    live, conv = load(tmp_path / "live"), load(tmp_path / "conv")
+    assert len(live) == len(conv) == 11
+    for col in ("observation.state", "action", "progress", "value_chunk", "value_valid", "ground_truth_progress",
+                "next.done", "next.success", "episode_index", "frame_index"):
+        np.testing.assert_array_equal(np.stack(live[col].map(np.asarray).to_numpy()).astype(float),
+                                      np.stack(conv[col].map(np.asarray).to_numpy()).astype(float), err_msg=col)

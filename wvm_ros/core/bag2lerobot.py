@@ -390,15 +390,24 @@ def write_episode(writer, spec: EpisodeSpec, frames: Sequence[Frame], task: str,
 class LiveDatasetRecorder:
     """The logger's live LeRobot dataset: one episode per attempt.
 
-    Fed the same raw CDR bytes that go into the bags. The dataset is created at the first
-    attempt that yields frames (its shapes fix the features) and finalised by close().
-    If the logger is killed, the dataset's open parquet files are lost but the bags are
-    not: rebuild it with `wvm bag2lerobot`.
+    Fed the same raw CDR bytes that go into the bags (on_start / on_message / on_end, from
+    the node's executor). Alignment happens there (cheap); aligned frames go through a
+    queue to a writer thread that adds them to the dataset as they come (images are
+    encoded there, not in the executor, and an attempt is never held in memory). The last
+    frame of an attempt is held back until END says whether it succeeded; a failed attempt
+    is dropped with `discard_episode()` when `keep_failed` is false. The dataset is created
+    at the first frame (its shapes fix the features) and finalised by close(). If the
+    logger is killed, the dataset's open files are lost but the bags are not: rebuild it
+    with `wvm bag2lerobot` (same alignment, same result).
     """
 
     def __init__(self, root: str | os.PathLike, cfg: AlignConfig, *, fps: int = 10,
                  keep_failed: bool = True, use_videos="auto", repo_id: str = "local/wvm_live",
-                 value_horizon: int = 4, default_task: str = "", log_fn: Callable[[str], None] | None = None):
+                 value_horizon: int = 4, default_task: str = "", log_fn: Callable[[str], None] | None = None,
+                 error_fn: Callable[[str], None] | None = None, threaded: bool = True):
+        import queue
+        import threading
+
         self.root = Path(root)
         if self.root.exists() and any(self.root.iterdir()):
             raise ConversionError(f"dataset folder {str(self.root)!r} exists and is not empty; "
@@ -411,21 +420,36 @@ class LiveDatasetRecorder:
         self.h = int(value_horizon)
         self.default_task = default_task
         self.log = log_fn or log.info
+        self.error = error_fn or log.error
         self.writer = None
         self.spec: EpisodeSpec | None = None
         self.aligner: FrameAligner | None = None
-        self.frames: list[Frame] = []
-        self.types: dict[str, str] = {}
         self.task = default_task
-        self.episode = {}
+        self.episode: dict = {}
         self.episodes_written = 0
         self.episodes_dropped = 0
+        # writer-thread state
+        self._q: queue.Queue = queue.Queue()
+        self._last: Frame | None = None
+        self._n = 0
+        self._skip = ""
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="live-dataset", daemon=True) if threaded else None
+        if self._thread is not None:
+            self._thread.start()
+
+    # -- executor side
+    def _put(self, item) -> None:
+        if self._thread is None:
+            self._handle(item)
+        else:
+            self._q.put(item)
 
     def on_start(self, ev) -> None:
         self.aligner = FrameAligner(self.cfg)
-        self.frames = []
         self.task = getattr(ev, "task", "") or self.default_task
         self.episode = {"episode_id": str(getattr(ev, "episode_id", "")), "attempt": int(getattr(ev, "attempt", 0))}
+        self._put(("start", dict(self.episode)))
 
     def on_message(self, topic: str, typename: str, raw: bytes, t_ns: int) -> None:
         if self.aligner is None:
@@ -442,38 +466,109 @@ class LiveDatasetRecorder:
         if topic == c.progress_topic and value.get("task"):
             self.task = value["task"]
         self.aligner.push(topic, t_ns, value)
-        self.frames += self.aligner.pop_ready(t_ns)
+        for f in self.aligner.pop_ready(t_ns):
+            self._put(("frame", f, self.task))
 
-    def on_end(self, custom: Mapping[str, str]) -> int | None:
+    def on_end(self, custom: Mapping[str, str]) -> None:
         if self.aligner is None:
-            return None
-        self.frames += self.aligner.finish()
+            return
+        for f in self.aligner.finish():
+            self._put(("frame", f, self.task))
         stats, self.aligner = self.aligner.stats, None
-        outcome = custom.get("outcome", "")
-        frames, self.frames = self.frames, []
-        if not frames:
-            self.log(f"live dataset: attempt {self.episode} produced no frames ({stats.dropped}); not written")
-            return None
-        if outcome != "success" and not self.keep_failed:
-            self.episodes_dropped += 1
-            return None
-        if self.writer is None:
-            self.spec = spec_from_frames(frames, self.h, any(math.isfinite(f.ground_truth) for f in frames))
-            self.writer = make_writer(self.root, self.spec, self.fps, self.task, self.use_videos, self.repo_id)
-        self.spec.check(frames, f"attempt {self.episode}")
-        meta = {**self.episode, **{k: v for k, v in custom.items()}, "dropped_frames": stats.dropped}
-        idx = write_episode(self.writer, self.spec, frames, self.task, outcome == "success", meta)
-        self.episodes_written += 1
-        return idx
+        self._put(("end", dict(custom), dict(stats.dropped)))
 
     def on_abort(self) -> None:
         self.aligner = None
-        self.frames = []
+        self._put(("abort",))
 
-    def close(self) -> Path | None:
-        if self.writer is None:
-            return None
-        return self.writer.finalize()
+    def close(self, timeout_s: float | None = None) -> Path | None:
+        """Write what is queued, drop an unfinished attempt, finalise the dataset."""
+        self._put(("close",))
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        return self.root if self.writer is not None else None
+
+    def pending(self) -> int:
+        return self._q.qsize()
+
+    # -- writer thread
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            try:
+                self._handle(item)
+            except Exception as exc:  # noqa: BLE001 - reported, the bags are the record
+                self.error(f"live dataset: {item[0]} failed: {type(exc).__name__}: {exc}")
+                self._skip = self._skip or f"error: {exc}"
+            if item[0] == "close":
+                return
+
+    def _add(self, f: Frame, task: str, last: bool, success: bool) -> None:
+        extras = {"value_valid": bool(f.value_valid)}
+        if self.spec.ground_truth:
+            extras["ground_truth_progress"] = float(f.ground_truth)
+        self.writer.add_frame(f.images, f.state, f.action, progress=f.progress,
+                              value_chunk=_chunk(f.chunk, self.spec.value_horizon, f.progress),
+                              success=bool(success and last), done=last, task=task, **extras)
+        self._n += 1
+
+    def _drop_open(self) -> None:
+        if self.writer is not None and self._n:
+            self.writer.discard_episode()
+        self._last, self._n = None, 0
+
+    def _handle(self, item) -> None:
+        kind = item[0]
+        if kind == "start":
+            self._drop_open()
+            self._skip = ""
+            self._episode = item[1]
+        elif kind == "frame":
+            _, f, task = item
+            if self._skip:
+                return
+            if self.writer is None:
+                self.spec = spec_from_frames([f], self.h, math.isfinite(f.ground_truth))
+                self.writer = make_writer(self.root, self.spec, self.fps, task or self.default_task,
+                                          self.use_videos, self.repo_id)
+            try:
+                self.spec.check([f], f"attempt {self._episode}")
+            except ConversionError as exc:
+                self._skip = str(exc)
+                self.error(f"live dataset: {exc}; attempt not written")
+                self._drop_open()
+                return
+            if self._last is not None:
+                self._add(self._last[0], self._last[1], last=False, success=False)
+            self._last = (f, task)
+        elif kind == "end":
+            _, custom, dropped = item
+            outcome = custom.get("outcome", "")
+            label = custom.get("bag") or f"{self._episode}"
+            if self._skip or self._last is None:
+                self.log(f"live dataset: {label} not written ({self._skip or f'no aligned frames: {dropped}'})")
+                self._drop_open()
+                return
+            if outcome != "success" and not self.keep_failed:
+                self._drop_open()
+                self.episodes_dropped += 1
+                self.log(f"live dataset: {label} dropped (outcome {outcome or 'unknown'})")
+                return
+            f, task = self._last
+            self._add(f, task, last=True, success=outcome == "success")
+            n = self._n
+            meta = {**self._episode, **custom, "dropped_frames": dropped}
+            idx = self.writer.end_episode(keep=True, metadata=meta)
+            self._last, self._n = None, 0
+            self.episodes_written += 1
+            self.log(f"live dataset: {label} -> episode {idx} ({n} frames)")
+        elif kind == "abort":
+            self._drop_open()
+        elif kind == "close":
+            self._drop_open()
+            if self.writer is not None and not self._closed:
+                self.writer.finalize()
+                self._closed = True
 
 
 # ----------------------------------------------------------------------------- bags -> dataset

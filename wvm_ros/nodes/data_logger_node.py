@@ -195,7 +195,8 @@ class DataLoggerNode(Node):
 
         self.dataset = LiveDatasetRecorder(root, cfg, fps=fps, keep_failed=keep_failed, use_videos=use_videos,
                                            repo_id=repo_id, default_task=self.default_task,
-                                           log_fn=lambda m: self.get_logger().warning(m))
+                                           log_fn=lambda m: self.get_logger().info(m),
+                                           error_fn=lambda m: self.get_logger().error(m))
         for t in (*cfg.image_topics, state_topic, action_topic, gt_topic):
             if t not in self.topics:
                 self.topics.append(t)
@@ -401,10 +402,7 @@ class DataLoggerNode(Node):
         self.get_logger().info(f"closed {info.path.name}: {info.message_count} messages, outcome "
                                f"{custom.get('outcome')}, final progress {custom['final_progress'] or 'n/a'}")
         if self.dataset is not None:
-            n_before = self.dataset.episodes_written
-            self._dataset_call("episode", self.dataset.on_end, custom)
-            if self.dataset.episodes_written > n_before:
-                self.get_logger().info(f"live dataset: {info.path.name} -> episode {self.dataset.episodes_written - 1}")
+            self._dataset_call("episode", self.dataset.on_end, {**custom, "bag": info.path.name})
 
     def _stop_recording(self, reason: str) -> None:
         if self.stopped_reason:
@@ -426,6 +424,7 @@ class DataLoggerNode(Node):
         if self.bag is not None:
             self._close_bag({"outcome": "interrupted", "end_reason": "logger stopped"})
         if self.dataset is not None:
+            self.get_logger().info(f"live dataset: finishing ({self.dataset.pending()} queued items)")
             self._dataset_call("finalize", self.dataset.close)
         if self.stats_file:
             self._write_stats()
