@@ -23,16 +23,29 @@ pytestmark = [requires_ros, pytest.mark.ros]
 
 
 
-def kinds_of(probe):
+def event_probe():
+    """A probe for /wvm/episode_event that asks for transient local: it also gets the events
+    published before discovery completed (the policy publishes them transient local)."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from wvm_msgs.msg import EpisodeEvent
+
+    from wvm_ros.ros.testing import TopicProbe
+
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    return TopicProbe({"/wvm/episode_event": EpisodeEvent}, qos=qos, name="wvm_event_probe")
+
+
+def kinds_of(ev):
     from wvm_msgs.msg import EpisodeEvent
 
     names = {getattr(EpisodeEvent, k): k for k in ("START", "SUCCESS", "STALL", "REGRESSION", "TIMEOUT", "RETRY",
                                                      "ABORT", "HUMAN_LABEL", "END", "HOLD", "RESUME", "FAILURE")}
-    return [(names[int(e.kind)], e) for e in probe.get("/wvm/episode_event")]
+    return [(names[int(e.kind)], e) for e in ev.get("/wvm/episode_event")]
 
 
-def has_event(probe, kind, n=1):
-    return sum(1 for k, _ in kinds_of(probe) if k == kind) >= n
+def has_event(ev, kind, n=1):
+    return sum(1 for k, _ in kinds_of(ev) if k == kind) >= n
 
 
 def policy_diag(probe):
@@ -56,13 +69,13 @@ def test_value_node_dies_policy_holds_then_resumes(ros_env, procs):
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray, String
-    from wvm_msgs.msg import EpisodeEvent, Progress
+    from wvm_msgs.msg import Progress
 
     from wvm_ros.ros.testing import TopicProbe
 
-    topics = {"/wvm/episode_event": EpisodeEvent, "/robot/action": Float64MultiArray,
-              "/robot/joint_states": JointState, "/diagnostics": DiagnosticArray, "/wvm/progress": Progress}
-    with TopicProbe(topics) as probe:   # before the nodes start: events are not latched for it
+    topics = {"/robot/action": Float64MultiArray, "/robot/joint_states": JointState,
+              "/diagnostics": DiagnosticArray, "/wvm/progress": Progress}
+    with TopicProbe(topics) as probe, event_probe() as ev:
         sim = procs.start("sim_robot", node_cmd("wvm_ros.nodes.sim_robot_node", "-p", "width:=64", "-p", "height:=64"),
                           env=ros_env)
         value = procs.start("wvm_value", node_cmd("wvm_ros.nodes.value_node", *VALUE_ARGS), env=ros_env)
@@ -86,23 +99,23 @@ def test_value_node_dies_policy_holds_then_resumes(ros_env, procs):
                 if not c.alive():
                     raise AssertionError(f"{c.name} died:\n" + c.log_tail())
 
-        probe.wait_for(lambda: has_event(probe, "START"), timeout=90, what="START", alive=alive)
+        probe.wait_for(lambda: has_event(ev, "START"), timeout=90, what="START", alive=alive)
         n0 = len(probe.get("/robot/action"))
         probe.wait_for(lambda: len(probe.get("/robot/action")) > n0 + 5, timeout=20, what="actions", alive=alive)
-        start = [e for k, e in kinds_of(probe) if k == "START"][0]
+        start = [e for k, e in kinds_of(ev) if k == "START"][0]
         probe.wait_for(lambda: any(m.valid and m.episode_id == start.episode_id and m.attempt == 1
                                    for m in probe.get("/wvm/progress")),
                        timeout=60, what="valid Progress for attempt 1", alive=alive)
         time.sleep(0.5)
-        assert not has_event(probe, "HOLD"), [e.reason for k, e in kinds_of(probe)]
+        assert not has_event(ev, "HOLD"), [e.reason for k, e in kinds_of(ev)]
 
         # the value node dies mid-attempt (SIGKILL: no goodbye)
         procs.kill(value)
         t_kill = time.monotonic()
-        probe.wait_for(lambda: has_event(probe, "HOLD"), timeout=10, what="HOLD after the value node died",
+        probe.wait_for(lambda: has_event(ev, "HOLD"), timeout=10, what="HOLD after the value node died",
                        alive=alive)
         assert time.monotonic() - t_kill < 1.0 + 2.0            # within the watchdog age (+ DDS slack)
-        hold = [e for k, e in kinds_of(probe) if k == "HOLD"][0]
+        hold = [e for k, e in kinds_of(ev) if k == "HOLD"][0]
         assert "old" in hold.reason and hold.attempt == 1
         probe.wait_for(lambda: any(lv == 1 and "holding" in msg for lv, msg, _ in policy_diag(probe)),
                        timeout=10, what="diagnostics WARN 'holding'", alive=alive)
@@ -113,12 +126,12 @@ def test_value_node_dies_policy_holds_then_resumes(ros_env, procs):
         js = probe.get("/robot/joint_states")[-1]
         last = probe.get("/robot/action")[-1].data
         assert math.dist(last, js.position[:2]) < 3.0
-        assert not has_event(probe, "RESUME")
+        assert not has_event(ev, "RESUME")
 
         # the value node comes back: RESUME at its first valid Progress
         n_prog = len(probe.get("/wvm/progress"))
         value = procs.start("wvm_value_2", node_cmd("wvm_ros.nodes.value_node", *VALUE_ARGS), env=ros_env)
-        probe.wait_for(lambda: has_event(probe, "RESUME"), timeout=120, what="RESUME after restart", alive=alive)
+        probe.wait_for(lambda: has_event(ev, "RESUME"), timeout=120, what="RESUME after restart", alive=alive)
         assert valid_progress(n_prog)
         probe.wait_for(lambda: policy_diag(probe) and policy_diag(probe)[-1][0] == 0, timeout=10,
                        what="diagnostics back to OK", alive=alive)
@@ -127,18 +140,18 @@ def test_value_node_dies_policy_holds_then_resumes(ros_env, procs):
         label = probe.publisher(String, "/wvm/human_label")
         probe.wait_for(lambda: label.get_subscription_count() > 0, timeout=10, what="label subscriber")
         label.publish(String(data="failure: operator saw the block slip"))
-        probe.wait_for(lambda: has_event(probe, "START", 2), timeout=20, what="second START", alive=alive)
-        ks = [k for k, _ in kinds_of(probe)]
+        probe.wait_for(lambda: has_event(ev, "START", 2), timeout=20, what="second START", alive=alive)
+        ks = [k for k, _ in kinds_of(ev)]
         assert ks[:7] == ["START", "HOLD", "RESUME", "HUMAN_LABEL", "END", "RETRY", "START"], ks
-        hl = [e for k, e in kinds_of(probe) if k == "HUMAN_LABEL"][0]
+        hl = [e for k, e in kinds_of(ev) if k == "HUMAN_LABEL"][0]
         assert hl.outcome == "failure" and "slip" in hl.reason
-        assert [e for k, e in kinds_of(probe) if k == "START"][1].attempt == 2
+        assert [e for k, e in kinds_of(ev) if k == "START"][1].attempt == 2
 
 
 def test_missing_reset_service_aborts_and_invalid_progress_is_counted(ros_env, procs):
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import JointState
-    from wvm_msgs.msg import EpisodeEvent, Progress
+    from wvm_msgs.msg import Progress
     from wvm_msgs.srv import LabelAttempt
 
     from wvm_ros.ros.testing import TopicProbe
@@ -152,8 +165,8 @@ def test_missing_reset_service_aborts_and_invalid_progress_is_counted(ros_env, p
         if not policy.alive():
             raise AssertionError("policy died:\n" + policy.log_tail())
 
-    topics = {"/wvm/episode_event": EpisodeEvent, "/diagnostics": DiagnosticArray}
-    with TopicProbe(topics) as probe:
+    topics = {"/diagnostics": DiagnosticArray}
+    with TopicProbe(topics) as probe, event_probe() as ev:
         js_pub = probe.publisher(JointState, "/robot/joint_states")
         prog_pub = probe.publisher(Progress, "/wvm/progress")
 
@@ -168,7 +181,7 @@ def test_missing_reset_service_aborts_and_invalid_progress_is_counted(ros_env, p
 
         def started():
             send_state()
-            return has_event(probe, "START")
+            return has_event(ev, "START")
         probe.wait_for(started, timeout=30, what="START", alive=alive)
 
         # invalid values that would all be "success" if believed: ignored and counted
@@ -187,15 +200,15 @@ def test_missing_reset_service_aborts_and_invalid_progress_is_counted(ros_env, p
             return (int(v.get("progress ignored: NaN/inf", 0)) >= 8 and int(v.get("progress ignored: out of range", 0)) >= 8
                     and int(v.get("progress ignored: not valid", 0)) >= 8)
         probe.wait_for(counted, timeout=10, what="ignored Progress counted in diagnostics", alive=alive)
-        assert [k for k, _ in kinds_of(probe)] == ["START"]     # none of them decided anything
+        assert [k for k, _ in kinds_of(ev)] == ["START"]     # none of them decided anything
 
         # a valid low value, then the human label service says success: it wins
         send(0.2)
         req = LabelAttempt.Request(label=LabelAttempt.Request.SUCCESS, reason="operator: done")
         res = probe.call(LabelAttempt, "/wvm/label_attempt", req, timeout=10)
         assert res.accepted, res.message
-        probe.wait_for(lambda: has_event(probe, "ABORT"), timeout=10, what="ABORT (no reset service)", alive=alive)
-        ks = kinds_of(probe)
+        probe.wait_for(lambda: has_event(ev, "ABORT"), timeout=10, what="ABORT (no reset service)", alive=alive)
+        ks = kinds_of(ev)
         assert [k for k, _ in ks] == ["START", "HUMAN_LABEL", "END", "ABORT"]
         assert ks[1][1].outcome == "success" and ks[2][1].outcome == "success"
         assert "/no_such/reset" in ks[3][1].reason and "not available" in ks[3][1].reason

@@ -36,6 +36,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 from std_srvs.srv import Trigger
@@ -171,7 +172,11 @@ class PolicyNode(Node):
         self.events_out: list[Event] = []
 
         rel = qos_from_name("reliable", 10)
-        self.event_pub = self.create_publisher(EpisodeEvent, self.event_topic, qos_from_name("reliable", 50))
+        # reliable + transient local: a subscriber that asks for transient local also gets the
+        # recent events it missed (a logger started late); volatile subscribers work as usual
+        self.event_pub = self.create_publisher(EpisodeEvent, self.event_topic, QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL))
         if self.action_mode == "float64_array":
             self.action_pub = self.create_publisher(Float64MultiArray, self.action_topic, rel)
         else:
