@@ -293,3 +293,30 @@ def test_live_recorder_equals_conversion_and_handles_faults(tmp_path, threaded):
                 "next.done", "next.success", "episode_index", "frame_index"):
         np.testing.assert_array_equal(np.stack(live[col].map(np.asarray).to_numpy()).astype(float),
                                       np.stack(conv[col].map(np.asarray).to_numpy()).astype(float), err_msg=col)
+
+
+def test_convert_sqlite3_bag_written_by_rosbags(tmp_path):
+    """A bag from another recorder (rosbag2's default sqlite3 storage, no custom_data)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    B.message_definition("wvm_msgs/msg/Progress")     # registers wvm_msgs in our type store
+    ts = get_typestore(Stores.ROS2_KILTED)
+    ts.register({k: v for k, v in B._typestore().fielddefs.items() if k.startswith("wvm_msgs/")})
+    path = tmp_path / "other_robot"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.SQLITE3) as w:
+        conns = {t: w.add_connection(t, ty, typestore=ts) for t, ty in (
+            ("/camera/image_raw", "sensor_msgs/msg/Image"), ("/robot/joint_states", "sensor_msgs/msg/JointState"),
+            ("/robot/action", "std_msgs/msg/Float64MultiArray"), ("/wvm/progress", "wvm_msgs/msg/Progress"))}
+        for i in range(6):
+            t = 5 * NS + i * NS // 10
+            w.write(conns["/robot/joint_states"], t, joints(t, float(i)))
+            w.write(conns["/camera/image_raw"], t + 1, image(t, i))
+            w.write(conns["/robot/action"], t + 2, action(float(i)))
+            w.write(conns["/wvm/progress"], t + 3, progress(t, i / 6))
+    rep = convert_bags([path], tmp_path / "ds", progress_bar=False, task="push")
+    assert rep.episodes[0]["frames"] == 6 and rep.episodes[0]["outcome"] == ""
+    import pandas as pd
+    df = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "ds" / "data").rglob("*.parquet"))])
+    np.testing.assert_allclose(df["progress"].astype(float), [i / 6 for i in range(6)], atol=1e-6)
+    assert bool(df["next.done"].iloc[-1]) and not bool(df["next.success"].iloc[-1])
