@@ -20,8 +20,9 @@ Per attempt: ground-truth success reached and when; the state machine's decision
 when; detection delay = decision time - first ground-truth success time; a *false success*
 is a SUCCESS decision before the simulator reached success in that attempt; a *missed
 success* is an attempt that reached success without a SUCCESS decision. Per episode:
-success (some attempt reached ground-truth success) and time to success (active time of
-the attempts before it plus the time into the successful one; resets count `reset_time_s`).
+success = the scene is in ground-truth success when the system stops (after its last
+decision, before any reset), and time to success (active time of the attempts before the
+last plus the time into the last one until ground-truth success; resets count `reset_time_s`).
 """
 from __future__ import annotations
 
@@ -116,6 +117,7 @@ class AttemptResult:
     estimates: int
     mean_latency_ms: float
     trace: dict | None = None
+    gt_success_at_end: bool = False   # the simulator is in success when the attempt ends
 
 
 def run_attempt(sim, policy_factory: Callable[[list[dict], int], Any], estimator, sm: EpisodeStateMachine,
@@ -173,7 +175,7 @@ def run_attempt(sim, policy_factory: Callable[[list[dict], int], Any], estimator
         reason=rec.reason, duration_s=t_dec, gt_success=t_gt is not None, t_gt_success=t_gt, t_decision=t_dec,
         detection_delay_s=delay, false_success=false_success, missed_success=(t_gt is not None and not detected),
         final_gt_progress=float(sim.progress), final_pred_progress=float(pred), estimates=n_est,
-        mean_latency_ms=1000.0 * lat / max(1, n_est), trace=trace)
+        mean_latency_ms=1000.0 * lat / max(1, n_est), trace=trace, gt_success_at_end=bool(sim.success))
 
 
 def run_episode(sim, policy_factory, estimator, cfg: ExperimentConfig, episode_seed: int, retries: bool,
@@ -196,13 +198,16 @@ def run_episode(sim, policy_factory, estimator, cfg: ExperimentConfig, episode_s
         sm.reset_done(t, True, "simulator reset")
         if sm.state != RUNNING:
             break
-    success_idx = next((i for i, r in enumerate(results) if r.gt_success), None)
+    # the episode succeeded when the scene is in success as the system stops (an early, false
+    # SUCCESS leaves the block short of the goal; a missed success that was reset is lost)
+    last = results[-1]
+    success = last.gt_success_at_end
     time_to_success = None
-    if success_idx is not None:
-        time_to_success = sum(r.duration_s + cfg.reset_time_s for r in results[:success_idx]) \
-            + results[success_idx].t_gt_success
+    if success:
+        time_to_success = sum(r.duration_s + cfg.reset_time_s for r in results[:-1]) \
+            + (last.t_gt_success if last.t_gt_success is not None else last.t_decision)
     ep = {"episode_seed": episode_seed, "retries": retries, "attempts": len(results),
-          "success": success_idx is not None, "time_to_success_s": time_to_success,
+          "success": success, "time_to_success_s": time_to_success,
           "detected_success": any(r.outcome == "success" for r in results),
           "outcomes": [r.decided_by for r in results]}
     return ep, results
@@ -213,8 +218,9 @@ def single_from_first_attempt(ep_with: dict, first: AttemptResult, cfg: "Experim
     import dataclasses
 
     r = dataclasses.replace(first, retries=False, trace=None)
-    ep = {"episode_seed": ep_with["episode_seed"], "retries": False, "attempts": 1, "success": r.gt_success,
-          "time_to_success_s": r.t_gt_success if r.gt_success else None,
+    ok = r.gt_success_at_end
+    ep = {"episode_seed": ep_with["episode_seed"], "retries": False, "attempts": 1, "success": ok,
+          "time_to_success_s": (r.t_gt_success if r.t_gt_success is not None else r.t_decision) if ok else None,
           "detected_success": r.outcome == "success", "outcomes": [r.decided_by]}
     return ep, [r]
 
