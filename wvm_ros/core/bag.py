@@ -357,7 +357,7 @@ class BagWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, custom_data: Mapping[str, str] | None = None,
-                 compression: str = "none", chunk_size: int = 4 * 2**20,
+                 compression: str = "none", chunk_size: int = 768 * 2**10,
                  flush_period_s: float = 0.5, fsync: bool = False,
                  disk_guard: DiskGuard | None = None, mode: str = "chunked"):
         """mode "chunked" (default, what rosbag2 writes): messages grouped in indexed,

@@ -95,7 +95,7 @@ class DataLoggerNode(Node):
         self.best_effort_topics = set(p("best_effort_topics", [""]).value) - {""}
         self.qos_depth = int(p("qos_depth", 100).value)
         self.compression = str(p("compression", "none").value)
-        self.chunk_size = int(float(p("chunk_size_mb", 4.0).value) * 2**20)
+        self.chunk_size = int(float(p("chunk_size_mb", 0.75).value) * 2**20)
         self.flush_period_s = float(p("flush_period_s", 0.5).value)
         self.fsync = bool(p("fsync", False).value)
         min_free_mb = float(p("min_free_mb", 512.0).value)
