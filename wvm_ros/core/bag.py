@@ -520,10 +520,23 @@ def is_incomplete(bag_dir: str | os.PathLike) -> bool:
                                           and not (d / METADATA_NAME).exists())
 
 
+def _complete_records(reader):
+    """The records of a possibly truncated MCAP, up to the first incomplete one. Only read
+    errors end it; errors while writing the recovered copy propagate."""
+    it = iter(reader.records)
+    while True:
+        try:
+            rec = next(it)
+        except StopIteration:
+            return
+        except Exception:  # noqa: BLE001 - a truncated record / chunk / footer: the crash's cut
+            return
+        yield rec
+
+
 def recover_bag(bag_dir: str | os.PathLike, outcome: str = "interrupted") -> BagInfo:
     """Make a bag left open by a crash valid: keep every complete record, rewrite the MCAP
     with its summary, write metadata.yaml (custom_data from the marker, outcome set)."""
-    from mcap.exceptions import McapError
     from mcap.records import Channel, Message, Schema
     from mcap.stream_reader import StreamReader
     from mcap.writer import Writer
@@ -541,43 +554,32 @@ def recover_bag(bag_dir: str | os.PathLike, outcome: str = "interrupted") -> Bag
     src = d / marker.get("mcap", mcaps[0].name)
     if not src.exists():
         src = mcaps[0]
-    schemas: dict[int, Schema] = {}
-    channels: dict[int, Channel] = {}
-    messages: list[Message] = []
-    with open(src, "rb") as f:
-        reader = StreamReader(f, skip_magic=False)
-        try:
-            for rec in reader.records:
-                if isinstance(rec, Schema):
-                    schemas[rec.id] = rec
-                elif isinstance(rec, Channel):
-                    channels[rec.id] = rec
-                elif isinstance(rec, Message):
-                    messages.append(rec)
-        except (McapError, EOFError, ValueError, OSError, Exception):  # truncated tail
-            pass
     tmp = src.with_name(src.name + ".recovering")
     qos_by_topic = {t["name"]: t.get("qos", "") for t in marker.get("topics", [])}
-    with open(tmp, "wb") as f:
+    schemas: dict[int, Schema] = {}
+    sid_map: dict[int, int] = {}
+    cid_map: dict[int, int] = {}
+    topics: dict[int, TopicInfo] = {}
+    start_ns, end_ns = 0, 0
+    # streamed record by record (schemas and channels precede the messages that use them),
+    # so a large bag is never held in memory
+    with open(src, "rb") as fin, open(tmp, "wb") as f:
         w = Writer(f, compression=_compression(marker.get("compression", "none")))
         w.start(profile="ros2", library="wvm_ros")
-        sid_map = {sid: w.register_schema(s.name, s.encoding, s.data) for sid, s in schemas.items()}
-        cid_map = {}
-        topics: dict[int, TopicInfo] = {}
-        for cid, c in channels.items():
-            if c.schema_id not in sid_map:
-                continue
-            cid_map[cid] = w.register_channel(c.topic, c.message_encoding, sid_map[c.schema_id], c.metadata)
-            topics[cid] = TopicInfo(c.topic, schemas[c.schema_id].name,
-                                    qos_by_topic.get(c.topic, c.metadata.get("offered_qos_profiles", "")))
-        start_ns, end_ns = 0, 0
-        for m in messages:
-            if m.channel_id not in cid_map:
-                continue
-            w.add_message(cid_map[m.channel_id], m.log_time, m.data, m.publish_time, m.sequence)
-            topics[m.channel_id].count += 1
-            start_ns = m.log_time if not start_ns else min(start_ns, m.log_time)
-            end_ns = max(end_ns, m.log_time)
+        for rec in _complete_records(StreamReader(fin, skip_magic=False)):
+            if isinstance(rec, Schema):
+                schemas[rec.id] = rec
+                sid_map[rec.id] = w.register_schema(rec.name, rec.encoding, rec.data)
+            elif isinstance(rec, Channel) and rec.schema_id in sid_map and rec.id not in cid_map:
+                cid_map[rec.id] = w.register_channel(rec.topic, rec.message_encoding, sid_map[rec.schema_id],
+                                                     rec.metadata)
+                topics[rec.id] = TopicInfo(rec.topic, schemas[rec.schema_id].name,
+                                           qos_by_topic.get(rec.topic, rec.metadata.get("offered_qos_profiles", "")))
+            elif isinstance(rec, Message) and rec.channel_id in cid_map:
+                w.add_message(cid_map[rec.channel_id], rec.log_time, rec.data, rec.publish_time, rec.sequence)
+                topics[rec.channel_id].count += 1
+                start_ns = rec.log_time if not start_ns else min(start_ns, rec.log_time)
+                end_ns = max(end_ns, rec.log_time)
         custom = {str(k): str(v) for k, v in (marker.get("custom_data") or {}).items()}
         custom["outcome"] = outcome
         custom["recovered"] = "true"
@@ -597,14 +599,21 @@ def recover_bag(bag_dir: str | os.PathLike, outcome: str = "interrupted") -> Bag
     return BagInfo(d, sum(counts.values()), dict(counts), start_ns, end_ns, custom, recovered=True)
 
 
-def recover_incomplete_bags(output_dir: str | os.PathLike) -> list[BagInfo]:
+def recover_incomplete_bags(output_dir: str | os.PathLike, errors: list[str] | None = None) -> list[BagInfo]:
+    """Recover every bag folder under `output_dir` that a crash left open. With `errors`, a
+    bag that cannot be recovered is reported there (path: reason) instead of raising."""
     out = Path(output_dir)
     if not out.is_dir():
         return []
     infos = []
     for d in sorted(p for p in out.iterdir() if p.is_dir()):
         if is_incomplete(d):
-            infos.append(recover_bag(d))
+            try:
+                infos.append(recover_bag(d))
+            except Exception as exc:  # noqa: BLE001 - reported per bag
+                if errors is None:
+                    raise
+                errors.append(f"{d}: {type(exc).__name__}: {exc}")
     return infos
 
 

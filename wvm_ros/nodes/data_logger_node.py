@@ -112,9 +112,12 @@ class DataLoggerNode(Node):
 
         # fails here, naming the path, when the folder cannot be written
         self.out = check_writable_dir(self.output_dir)
-        for info in recover_incomplete_bags(self.out):
+        errors: list[str] = []
+        for info in recover_incomplete_bags(self.out, errors):
             self.get_logger().warning(
                 f"recovered bag {info.path} left open by a crash: {info.message_count} messages kept")
+        for e in errors:
+            self.get_logger().error(f"cannot recover bag {e}; left as it is")
         self.guard = DiskGuard(self.out, min_free_bytes=int(min_free_mb * 2**20),
                                max_total_bytes=int(max_total_mb * 2**20))
 
