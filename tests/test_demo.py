@@ -49,3 +49,29 @@ def test_demo_rejects_unwritable_output(tmp_path):
         assert main(["demo", "--output", str(ro / "x"), "--attempts", "1"]) == 2
     finally:
         ro.chmod(0o700)
+
+
+@requires_ros
+def test_monitor_follows_attempts_even_without_their_start():
+    from types import SimpleNamespace as NS
+
+    from wvm_msgs.msg import EpisodeEvent
+
+    from wvm_ros.cli.demo import DemoMonitor
+
+    m = DemoMonitor()
+    ev = lambda kind, att, outcome="": NS(kind=kind, episode_id="ep", attempt=att, reason="r", outcome=outcome)  # noqa: E731
+    m.on_message("/wvm/episode_event", ev(EpisodeEvent.START, 1))
+    m.on_message("/wvm/progress", NS(valid=True, untrained=True, episode_id="ep", attempt=1, progress=0.3))
+    m.on_message("/sim/ground_truth_progress", NS(data=0.4))
+    m.on_message("/wvm/episode_event", ev(EpisodeEvent.STALL, 1))
+    m.on_message("/wvm/episode_event", ev(EpisodeEvent.END, 1, "failure"))
+    m.on_message("/wvm/episode_event", ev(EpisodeEvent.RETRY, 1))
+    # START of attempt 2 lost
+    m.on_message("/wvm/episode_event", ev(EpisodeEvent.SUCCESS, 2))
+    m.on_message("/wvm/episode_event", ev(EpisodeEvent.END, 2, "success"))
+    assert m.finished == 2
+    a1, a2 = m.attempts
+    assert (a1.outcome, a1.decided_by, a1.final_pred, a1.final_gt) == ("failure", "STALL: r", 0.3, 0.4)
+    assert a1.pred == [(a1.pred[0][0], 0.3)] and a1.untrained
+    assert (a2.attempt, a2.outcome, a2.decided_by) == (2, "success", "SUCCESS: r")

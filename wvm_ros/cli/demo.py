@@ -110,7 +110,11 @@ class DemoMonitor:
         with self.lock:
             if topic == "/wvm/episode_event":
                 kind = self.names.get(msg.kind, str(msg.kind))
-                if kind == "START":
+                key = (msg.episode_id, int(msg.attempt))
+                cur = (self.current.episode_id, self.current.attempt) if self.current else None
+                # a START lost to DDS discovery: the attempt begins at its first event seen
+                if kind == "START" or (key != cur and kind not in ("END", "RETRY") and msg.episode_id
+                                       and all((a.episode_id, a.attempt) != key for a in self.attempts)):
                     self.current = Attempt(msg.episode_id, int(msg.attempt), now)
                     self.attempts.append(self.current)
                 a = self.current
