@@ -371,17 +371,20 @@ def make_writer(root: Path, spec: EpisodeSpec, fps: int, task: str, use_videos, 
                                use_videos=use_videos, default_task=task, overwrite=overwrite)
 
 
+def add_frame(writer, spec: EpisodeSpec, f: Frame, task: str, last: bool, success: bool) -> None:
+    extras = {"value_valid": bool(f.value_valid)}
+    if spec.ground_truth:
+        extras["ground_truth_progress"] = float(f.ground_truth)
+    writer.add_frame(f.images, f.state, f.action, progress=f.progress,
+                     value_chunk=_chunk(f.chunk, spec.value_horizon, f.progress),
+                     success=bool(success and last), done=last, task=task, **extras)
+
+
 def write_episode(writer, spec: EpisodeSpec, frames: Sequence[Frame], task: str, success: bool,
                   metadata: Mapping) -> int | None:
     n = len(frames)
     for i, f in enumerate(frames):
-        extras = {"value_valid": bool(f.value_valid)}
-        if spec.ground_truth:
-            extras["ground_truth_progress"] = float(f.ground_truth)
-        last = i == n - 1
-        writer.add_frame(f.images, f.state, f.action, progress=f.progress,
-                         value_chunk=_chunk(f.chunk, spec.value_horizon, f.progress),
-                         success=bool(success and last), done=last, task=task, **extras)
+        add_frame(writer, spec, f, task, i == n - 1, success)
     return writer.end_episode(keep=True, metadata=dict(metadata))
 
 
@@ -504,12 +507,7 @@ class LiveDatasetRecorder:
                 return
 
     def _add(self, f: Frame, task: str, last: bool, success: bool) -> None:
-        extras = {"value_valid": bool(f.value_valid)}
-        if self.spec.ground_truth:
-            extras["ground_truth_progress"] = float(f.ground_truth)
-        self.writer.add_frame(f.images, f.state, f.action, progress=f.progress,
-                              value_chunk=_chunk(f.chunk, self.spec.value_horizon, f.progress),
-                              success=bool(success and last), done=last, task=task, **extras)
+        add_frame(self.writer, self.spec, f, task, last, success)
         self._n += 1
 
     def _drop_open(self) -> None:
@@ -623,33 +621,25 @@ def estimate_fps(bag: Path, topic: str) -> int:
     return max(1, int(round(1.0 / dt))) if dt > 0 else 10
 
 
-def _offline_values(model, frames: list[Frame], task: str) -> None:
-    from wvm_ros.core.streaming import StreamingValueEstimator
-
-    est = StreamingValueEstimator(model, task)
-    for f in frames:
-        e = est.push(f.images[next(iter(f.images))], f.stamp_ns / 1e9)
-        if e is not None and e.valid:
-            f.progress, f.chunk, f.value_valid = float(e.progress), np.asarray(e.chunk, np.float32), True
-        else:
-            f.progress, f.chunk, f.value_valid = 0.0, None, False
+def _first_progress(bag: Path, cfg: AlignConfig) -> dict | None:
+    for topic, typename, _t, raw in iter_bag(bag, [cfg.progress_topic]):
+        v = decode(typename, raw)
+        if isinstance(v, dict) and v.get("valid", True):
+            return v
+    return None
 
 
-def _read_attempt(bag: Path, cfg: AlignConfig, use_recorded_progress: bool):
+def _iter_frames(bag: Path, cfg: AlignConfig, use_recorded_progress: bool, stats_out: list):
+    """Aligned frames of one bag, in order, as they become ready (the bag is streamed)."""
     types = bag_topics(bag)
     wanted = [t for t in (*cfg.image_topics, cfg.state_topic, cfg.action_topic, cfg.progress_topic,
                           cfg.ground_truth_topic) if t in types]
     al = FrameAligner(cfg, use_recorded_progress)
-    frames: list[Frame] = []
-    task = ""
+    stats_out.append(al.stats)
     for topic, typename, t, raw in iter_bag(bag, wanted):
-        value = decode(typename, raw)
-        if topic == cfg.progress_topic and isinstance(value, dict) and value.get("task"):
-            task = task or value["task"]
-        al.push(topic, t, value)
-        frames += al.pop_ready(t)
-    frames += al.finish()
-    return frames, al, task
+        al.push(topic, t, decode(typename, raw))
+        yield from al.pop_ready(t)
+    yield from al.finish()
 
 
 def convert_bags(bag_paths: Sequence[str | os.PathLike], output: str | os.PathLike, *,
@@ -700,31 +690,54 @@ def convert_bags(bag_paths: Sequence[str | os.PathLike], output: str | os.PathLi
     try:
         for bag in tqdm(bags, desc="bag2lerobot", unit="bag", disable=not progress_bar):
             custom = bag_custom_data(bag)
-            frames, al, prog_task = _read_attempt(bag, cfg, use_recorded_progress=not offline)
-            ep_task = task or custom.get("task") or prog_task or ""
             outcome = custom.get("outcome", "")
-            if not frames:
-                skipped.append(f"{bag.name}: no aligned frames ({al.stats.dropped})")
-                continue
             if outcome != "success" and not keep_failed:
                 skipped.append(f"{bag.name}: outcome {outcome or 'unknown'} (failed attempts dropped)")
                 continue
+            first = _first_progress(bag, cfg)
+            ep_task = task or custom.get("task") or (first or {}).get("task", "") or ""
+            est = None
             if offline:
-                _offline_values(model, frames, ep_task)
-            if writer is None:
-                h = model.config.h if offline else next((len(f.chunk) for f in frames if f.chunk is not None), 4)
-                spec = spec_from_frames(frames, h or 4, any(math.isfinite(f.ground_truth) for f in frames))
-                writer = make_writer(tmp, spec, fps, ep_task, use_videos, repo_id)
-            spec.check(frames, f"bag {bag}")
+                from wvm_ros.core.streaming import StreamingValueEstimator
+
+                est = StreamingValueEstimator(model, ep_task)
+            stats: list[AlignStats] = []
+            prev: Frame | None = None
+            n = 0
+            for f in _iter_frames(bag, cfg, not offline, stats):
+                if est is not None:     # what the value node would have published for this frame
+                    e = est.push(f.images[cfg.image_keys[cfg.reference_topic]], f.stamp_ns / 1e9)
+                    ok = e is not None and e.valid
+                    f.progress = float(e.progress) if ok else 0.0
+                    f.chunk = np.asarray(e.chunk, np.float32) if ok else None
+                    f.value_valid = bool(ok)
+                if writer is None:
+                    if offline:
+                        h = int(model.config.h)
+                    else:
+                        h = len(first["chunk"]) if first is not None and len(first["chunk"]) else 4
+                    spec = spec_from_frames([f], h, cfg.ground_truth_topic in bag_topics(bag))
+                    writer = make_writer(tmp, spec, fps, ep_task, use_videos, repo_id)
+                spec.check([f], f"bag {bag}")
+                if prev is not None:
+                    add_frame(writer, spec, prev, ep_task, last=False, success=False)
+                    n += 1
+                prev = f
+            st = stats[0] if stats else AlignStats()
+            if prev is None:
+                skipped.append(f"{bag.name}: no aligned frames ({st.dropped})")
+                continue
+            add_frame(writer, spec, prev, ep_task, last=True, success=outcome == "success")
+            n += 1
             meta = {"bag": bag.name, "episode_id": custom.get("episode_id", ""),
                     "attempt": custom.get("attempt", ""), "outcome": outcome,
                     "final_progress": custom.get("final_progress", ""),
                     "model_name": custom.get("model_name", ""), "checkpoint_id": custom.get("checkpoint_id", ""),
-                    "values": values, "reference_frames": al.stats.reference_frames,
-                    "dropped_frames": dict(sorted(al.stats.dropped.items()))}
-            idx = write_episode(writer, spec, frames, ep_task, outcome == "success", meta)
-            episodes.append({"episode_index": idx, "frames": len(frames), **meta})
-            total += len(frames)
+                    "values": values, "reference_frames": st.reference_frames,
+                    "dropped_frames": dict(sorted(st.dropped.items()))}
+            idx = writer.end_episode(keep=True, metadata=meta)
+            episodes.append({"episode_index": idx, "frames": n, **meta})
+            total += n
         if writer is None:
             raise ConversionError("no bag produced any aligned frame:\n  " + "\n  ".join(skipped))
         writer.finalize()
