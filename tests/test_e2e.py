@@ -33,6 +33,7 @@ def test_graph_runs_one_attempt_and_the_bag_reads_back(ros_env, tmp_path):
     att = summary["attempts"][0]
     assert att["outcome"] in ("success", "failure", "abort")
     assert (out / "progress.png").stat().st_size > 5000
+    assert summary["overlay"] and (out / "overlay.png").stat().st_size > 1000
     assert "bags (1)" in proc.stdout and "plot:" in proc.stdout
     value_diag = next(v for k, v in summary["diagnostics"].items() if k.startswith("wvm_value"))
     assert value_diag["rejected frames"] == "0" and float(value_diag["estimate rate (Hz)"]) > 0

@@ -99,6 +99,7 @@ class DemoMonitor:
         self.untrained = False
         self.progress_count = 0
         self.diagnostics: dict[str, dict] = {}   # latest DiagnosticStatus per name
+        self.last_overlay = None                  # latest /wvm/overlay Image
 
     @property
     def finished(self) -> int:
@@ -146,6 +147,8 @@ class DemoMonitor:
                     a.gt.append((now - a.t0, float(msg.data)))
             elif topic == "/sim/success":
                 self.last_success = bool(msg.data)
+            elif topic == "/wvm/overlay":
+                self.last_overlay = msg
             elif topic == "/diagnostics":
                 for st in msg.status:
                     lv = st.level[0] if isinstance(st.level, (bytes, bytearray)) else int(st.level)
@@ -199,6 +202,22 @@ def plot_attempts(attempts: list[Attempt], path: Path, title: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
+
+
+def save_overlay(msg, path: Path) -> Path | None:
+    """The last /wvm/overlay image as a PNG (what RViz / Foxglove would show), or None."""
+    if msg is None:
+        return None
+    import cv2
+
+    from wvm_ros.ros.images import ImageError, image_msg_to_rgb8
+
+    try:
+        rgb = image_msg_to_rgb8(msg)
+    except ImageError:
+        return None
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     return path
 
 
@@ -280,6 +299,7 @@ def run(args: argparse.Namespace) -> int:
     timeout = args.timeout or args.attempts * (args.attempt_timeout + 15.0) + 60.0
 
     from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
     from std_msgs.msg import Bool, Float32
     from tqdm import tqdm
     from wvm_msgs.msg import EpisodeEvent, Progress
@@ -298,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         probe = TopicProbe({"/wvm/episode_event": EpisodeEvent, "/wvm/progress": Progress,
                             "/sim/ground_truth_progress": Float32, "/sim/success": Bool,
-                            "/diagnostics": DiagnosticArray},
+                            "/diagnostics": DiagnosticArray, "/wvm/overlay": Image},
                            name="wvm_demo_monitor", on_message=monitor.on_message, keep=10)
         # the value node loads its model (the slowest start) while the simulator and logger come
         # up; the policy starts last, so that the first attempt is valued from its first frame
@@ -364,13 +384,14 @@ def run(args: argparse.Namespace) -> int:
     untrained = any(a.untrained for a in attempts) or monitor.untrained
     plot = plot_attempts(attempts, out / "progress.png",
                          title="predicted vs ground-truth progress" + (" (UNTRAINED model)" if untrained else ""))
+    overlay_png = save_overlay(monitor.last_overlay, out / "overlay.png")
     all_bags = find_bags(bag_dir) if record else []
     keys = {(a.episode_id, str(a.attempt)) for a in attempts}
     # an attempt the policy started after the last counted one is cut short by the stop
     bags = [b for b in all_bags if (b.get("episode_id"), str(b.get("attempt"))) in keys or "error" in b]
     extra = [b["path"] for b in all_bags if b not in bags]
     summary = {"ok": rc == 0, "exit_code": rc, "elapsed_s": round(elapsed, 1), "attempts": [a.to_dict() for a in attempts],
-               "untrained_model": untrained, "plot": str(plot), "bags": bags, "interrupted_bags": extra, "logs": str(log_dir),
+               "untrained_model": untrained, "plot": str(plot), "overlay": str(overlay_png) if overlay_png else None, "bags": bags, "interrupted_bags": extra, "logs": str(log_dir),
                "progress_messages": monitor.progress_count, "diagnostics": monitor.diagnostics}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
@@ -394,5 +415,7 @@ def run(args: argparse.Namespace) -> int:
               f"estimates {vd.get('estimate rate (Hz)')} Hz, latency mean {vd.get('latency mean (ms)')} ms / "
               f"p95 {vd.get('latency p95 (ms)')} ms, dropped {vd.get('dropped frames')}, "
               f"rejected {vd.get('rejected frames')}")
+    if overlay_png:
+        print(f"  last overlay frame: {overlay_png}")
     print(f"  plot: {plot}\n  summary: {out / 'summary.json'}\n  logs: {log_dir}")
     return rc
