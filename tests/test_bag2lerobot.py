@@ -54,7 +54,7 @@ def f32(v):
 
 
 def make_bag(out: Path, name: str, n=12, outcome="success", t0=10 * NS, with_progress=True,
-             with_state=True, fps=10):
+             with_state=True, fps=10, size=16):
     w = B.BagWriter(out / name, custom_data={"task": "push the T", "episode_id": name, "attempt": 1})
     w.add_topic("/camera/image_raw", "sensor_msgs/msg/Image")
     if with_state:
@@ -69,7 +69,7 @@ def make_bag(out: Path, name: str, n=12, outcome="success", t0=10 * NS, with_pro
         if with_state:
             w.write("/robot/joint_states", joints(t, float(i)), t - 1_000_000)
         w.write("/sim/ground_truth_progress", f32(i / n), t - 500_000)
-        w.write("/camera/image_raw", image(t, i), t + 2_000_000)          # received 2 ms after capture
+        w.write("/camera/image_raw", image(t, i, size, size), t + 2_000_000)   # received 2 ms after capture
         w.write("/robot/action", action(float(i)), t + 5_000_000)         # the policy's answer
         if with_progress and i >= 2:
             # the estimate for image i arrives 30 ms later and is stamped with it
@@ -320,3 +320,32 @@ def test_convert_sqlite3_bag_written_by_rosbags(tmp_path):
     df = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "ds" / "data").rglob("*.parquet"))])
     np.testing.assert_allclose(df["progress"].astype(float), [i / 6 for i in range(6)], atol=1e-6)
     assert bool(df["next.done"].iloc[-1]) and not bool(df["next.success"].iloc[-1])
+
+
+@pytest.mark.timeout(300)
+def test_live_recorder_videos_and_small_frames(tmp_path):
+    """Videos where the encoder can (>= 64 px); smaller cameras fall back to images (the AV1
+    encoder kills the process with SIGFPE on 16x16 frames)."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from wvm_ros.core.bag2lerobot import LiveDatasetRecorder
+    from wvm_ros.core.dataset import video_support
+
+    if not video_support()[0]:
+        pytest.skip(f"no video encoder here: {video_support()[1]}")
+    bags = tmp_path / "bags"
+    b1 = make_bag(bags, "v_att001", n=6, outcome="failure", size=64)
+    b2 = make_bag(bags, "v_att002", n=8, t0=20 * NS, size=64)
+    rec = LiveDatasetRecorder(tmp_path / "live", AlignConfig(), fps=10, keep_failed=False, use_videos="auto")
+    for b in (b1, b2):
+        _replay(rec, b)
+    rec.close()
+    ds = LeRobotDataset("local/wvm_live", root=tmp_path / "live")
+    assert ds.meta.video_keys == ["observation.image"]
+    assert ds.num_episodes == 1 and len(ds) == 8
+    assert tuple(ds[7]["observation.image"].shape) == (3, 64, 64) and bool(ds[7]["next.success"])
+    small = make_bag(tmp_path / "small", "s_att001", n=4, size=16)
+    rec = LiveDatasetRecorder(tmp_path / "live_small", AlignConfig(), use_videos="auto")
+    _replay(rec, small)
+    rec.close()
+    assert LeRobotDataset("local/wvm_live", root=tmp_path / "live_small").meta.video_keys == []

@@ -358,9 +358,20 @@ def _chunk(ch, h: int, progress: float) -> np.ndarray:
     return np.concatenate([np.full(h - len(ch), ch[0], np.float32), ch])
 
 
+MIN_VIDEO_SIDE = 64   # libsvtav1 dies with SIGFPE on smaller frames (seen with 16x16 here)
+
+
 def make_writer(root: Path, spec: EpisodeSpec, fps: int, task: str, use_videos, repo_id: str,
                 overwrite: bool = False):
     from wvm_ros.core.dataset import ValuedDatasetWriter
+
+    small = [k for k, (h, w, _c) in spec.image_shapes.items() if min(h, w) < MIN_VIDEO_SIDE]
+    if small and use_videos is True:
+        raise ConversionError(f"cameras {small} are smaller than {MIN_VIDEO_SIDE} px: the AV1 encoder cannot "
+                              "encode them; store images instead (no --video / dataset.use_videos false)")
+    if small and use_videos == "auto":
+        log.warning("cameras %s are smaller than %d px: storing images, not videos", small, MIN_VIDEO_SIDE)
+        use_videos = False
 
     extras = {"value_valid": "bool"}
     if spec.ground_truth:
