@@ -61,7 +61,7 @@ class EpisodeConfig:
 
     success_threshold: float = 0.9
     success_hysteresis: float = 0.05
-    success_dwell_s: float = 0.3
+    success_dwell_s: float = 1.0
     stall_window_s: float = 6.0
     stall_min_gain: float = 0.03
     regression_window_s: float = 3.0
