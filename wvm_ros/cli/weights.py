@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"wrote {s.path}: {s.method} over {s.frames} frames / {s.episodes} episodes, "
           f"weight > 0 for {100 * s.kept_fraction:.1f} %, mean weight {s.mean_weight:.3f} ({s.params})")
-    print(f"train with: python -m wvm_ros.core.weights --dataset.root={args.dataset} "
-          f"--sample_weighting.type=wvm --sample_weighting.progress_path={s.path} ...  (see docs/data.md)")
+    print(f"train with: python -m wvm_ros.core.weights --dataset.repo_id=local/NAME --dataset.root={args.dataset} "
+          f"--policy.type=pi05 --sample_weighting.type=wvm --sample_weighting.progress_path={s.path} ... "
+          "(see docs/data.md)")
     return 0

@@ -22,7 +22,10 @@ the schema metadata). `WVMSampleWeighter` implements lerobot's `SampleWeighter` 
 `install_lerobot_hook()` teaches `lerobot-train` the `--sample_weighting.type=wvm` option:
 
     python -m wvm_ros.core.weights --dataset.repo_id=local/x --dataset.root=DATA \\
-        --policy.type=act --sample_weighting.type=wvm ...      # = lerobot-train + the hook
+        --policy.type=pi05 --sample_weighting.type=wvm ...     # = lerobot-train + the hook
+
+(lerobot 0.6.1 weights samples only for policies whose forward takes reduction="none":
+pi0, pi05, smolvla, evo1, molmoact2; not act or diffusion.)
 
 lerobot-train then computes exactly the weighted BC loss above (lerobot_train.update_policy:
 (per_sample_loss * w).sum() / (w.sum() + eps)); AWR weights are renormalised to mean 1 in
