@@ -163,3 +163,16 @@ def test_cli_config_file_and_flags(tmp_path):
     assert c.model_overrides == {"num_layers": 2, "sample_fps": 3}
     with pytest.raises(ValueError, match="invalid training hyper-parameters"):
         TrainConfig(steps=0)
+
+
+def test_cli_resume_keeps_the_runs_settings(tmp_path):
+    from wvm_ros.cli.main import _build_parser
+    from wvm_ros.cli.train import build_config
+    from wvm_ros.core.model import build_model, preset_config, save_checkpoint
+
+    prev = cfg(tmp_path, batch_size=5, lr=0.002, lambda_video=0.0, steps=10).to_dict()
+    save_checkpoint(build_model(preset_config("tiny", **TINY)), tmp_path / "ck", meta={"train_config": prev})
+    args = _build_parser("train").parse_args(["train", "--output", str(tmp_path / "ck"), "--resume", "--steps", "20"])
+    c = build_config(args)
+    assert (c.batch_size, c.lr, c.lambda_video, c.steps, c.resume) == (5, 0.002, 0.0, 20, True)
+    assert c.datasets == ["synthetic"] and c.model_overrides == TINY

@@ -72,6 +72,13 @@ def build_config(args: argparse.Namespace):
     from wvm_ros.core.train import TrainConfig
 
     d: dict = {}
+    if args.resume and args.output and (Path(args.output) / "config.json").is_file():
+        # resuming: start from the run's own settings; the config file and flags given now win
+        from wvm_ros.core.model import read_checkpoint_config
+
+        prev = read_checkpoint_config(args.output).get("meta", {}).get("train_config")
+        if prev:
+            d.update({k: v for k, v in prev.items() if k not in ("resume", "progress_bar")})
     if args.config:
         d.update(_load_file(args.config))
     if args.dataset:
