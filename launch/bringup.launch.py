@@ -1,11 +1,14 @@
 """Bring up the wvm_ros graph with ROS 2 launch:
 
     ros2 launch wvm_ros bringup.launch.py mode:=sim task:="push the T onto the target" record:=true
+    ros2 launch wvm_ros bringup.launch.py mode:=external image_topics:=/camera/camera/color/image_raw
 
 The nodes, parameters and remappings come from `wvm_ros.graph.build_graph`, the same
 function `wvm up` uses, so both start the same processes. Launch arguments: see
 `wvm_ros.graph.LAUNCH_ARGUMENTS` (mode, checkpoint, task, record, params_file, output_dir,
-preset, device).
+preset, device, image_topics). mode:=external starts no camera / simulator node: run your
+camera driver (realsense2_camera, usb_cam, ...) yourself, remapped onto /camera/image_raw or
+named in image_topics.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction

@@ -30,6 +30,47 @@ def test_camera_mode_and_record_off():
     assert [s.parameters for s in specs] == [{}, {"image_width": 0, "image_height": 0}, {}]
 
 
+def test_external_mode_has_no_camera_or_sim_node():
+    specs = build_graph(mode="external")
+    assert names(specs) == ["wvm_value", "wvm_policy", "wvm_logger"]
+    # the driver's image size is its own; topics stay the params file's (/camera/image_raw, remap onto it)
+    assert [s.parameters for s in specs] == [{"image_width": 0, "image_height": 0}, {}, {}]
+    assert names(build_graph(mode="EXTERNAL", record="false")) == ["wvm_value", "wvm_policy"]
+
+
+def test_image_topics_reach_the_value_node_and_the_logger_records_them():
+    import yaml
+
+    from wvm_ros.graph import default_params_file
+
+    specs = build_graph(mode="external", image_topics=" /camera/camera/color/image_raw, /wrist/image_raw ")
+    by = {s.name: s for s in specs}
+    assert by["wvm_value"].parameters["image_topics"] == ["/camera/camera/color/image_raw", "/wrist/image_raw"]
+    file_topics = yaml.safe_load(default_params_file().read_text())["wvm_logger"]["ros__parameters"]["topics"]
+    logged = by["wvm_logger"].parameters["topics"]
+    assert "/camera/image_raw" not in logged and "/camera/camera_info" not in logged
+    assert logged[-4:] == ["/camera/camera/color/image_raw", "/camera/camera/color/camera_info",
+                           "/wrist/image_raw", "/wrist/camera_info"]
+    assert [t for t in file_topics if t not in ("/camera/image_raw", "/camera/camera_info")] == logged[:-4]
+    assert by["wvm_logger"].parameters["dataset.reference_topic"] == "/camera/camera/color/image_raw"
+    assert "wvm_logger" not in names(build_graph(mode="external", image_topics="/a/image", record=False))
+    # a list works as well (wvm demo / Python callers)
+    assert build_graph(image_topics=["/a/image"], record=False)[1].parameters["image_topics"] == ["/a/image"]
+    with pytest.raises(GraphError, match="not topic names"):
+        build_graph(mode="external", image_topics="/a image")
+    with pytest.raises(GraphError, match="listed twice"):
+        build_graph(mode="external", image_topics="/a,/a")
+
+
+def test_image_topics_with_a_params_file_whose_logger_has_no_topic_list(tmp_path):
+    pf = tmp_path / "p.yaml"
+    pf.write_text("wvm_value:\n  ros__parameters:\n    preset: tiny\n")
+    with pytest.raises(GraphError, match="wvm_logger topics is not a list"):
+        build_graph(mode="external", image_topics="/a/image", params_file=str(pf))
+    assert names(build_graph(mode="external", image_topics="/a/image", params_file=str(pf), record=False)) == \
+        ["wvm_value", "wvm_policy"]
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(GraphError, match="mode='robot'"):
         build_graph(mode="robot")

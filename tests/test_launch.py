@@ -74,6 +74,10 @@ def _run(mod, **args):
     {"mode": "camera", "record": "false"},
     {"mode": "sim", "checkpoint": "/tmp/ck.safetensors", "task": "push the T", "output_dir": "/tmp/out",
      "device": "cpu", "preset": "tiny"},
+    {"mode": "external"},
+    {"mode": "external", "image_topics": "/camera/camera/color/image_raw, /wrist/image_raw", "record": "true",
+     "task": "stack the cups"},
+    {"mode": "camera", "image_topics": "/usb_cam/image_raw", "record": "false"},
 ])
 def test_launch_file_starts_the_same_nodes_as_wvm_up(monkeypatch, args):
     mod = _load_launch_file(monkeypatch)
@@ -92,6 +96,50 @@ def test_launch_file_starts_the_same_nodes_as_wvm_up(monkeypatch, args):
         assert argv[argv.index("--params-file") + 1] == files[0]
         for k, v in overrides.items():
             assert any(a.startswith(f"{k}:=") for a in argv)
+
+
+def _launch_node_ros_args(kw) -> list[str]:
+    """The command line launch_ros builds for a Node action (name, files, dict overrides, remappings)."""
+    from wvm_ros.graph import format_param
+
+    args = ["--ros-args", "-r", f"__node:={kw['name']}"]
+    for p in kw["parameters"]:
+        if isinstance(p, dict):
+            for k, v in p.items():
+                args += ["-p", f"{k}:={format_param(v)}"]
+        else:
+            args += ["--params-file", str(p)]
+    for a, b in kw["remappings"]:
+        args += ["-r", f"{a}:={b}"]
+    return args
+
+
+@pytest.mark.skipif(importlib.util.find_spec("launch_ros") is not None,
+                    reason="real launch_ros installed: the stand-in comparison is for machines without it")
+@pytest.mark.parametrize("args", [
+    {"mode": "external", "record": "true"},
+    {"mode": "external", "image_topics": "/camera/camera/color/image_raw,/wrist/image_raw", "task": "push it",
+     "output_dir": "/tmp/bags"},
+    {"mode": "camera", "record": "false", "device": "cpu"},
+])
+def test_wvm_up_prints_the_launch_files_command_lines(monkeypatch, capsys, args):
+    """`wvm up --print` (what the runner executes) == what launch_ros would run, node for node."""
+    import shlex
+
+    from wvm_ros.cli.main import main
+
+    mod = _load_launch_file(monkeypatch)
+    nodes, _ = _run(mod, **args)
+    cli = ["up", "--print"]
+    for k, v in args.items():
+        cli += ["--" + k.replace("_", "-"), v]
+    assert main(cli) == 0
+    lines = [shlex.split(l) for l in capsys.readouterr().out.splitlines()]
+    assert [l[0] for l in lines] == [n.kwargs["executable"] for n in nodes]
+    for line, node in zip(lines, nodes):
+        assert line[1:] == _launch_node_ros_args(node.kwargs)
+    if args["mode"] == "external":
+        assert [n.kwargs["name"] for n in nodes] == ["wvm_value", "wvm_policy", "wvm_logger"]
 
 
 def test_launch_file_is_installed_by_setup_py():

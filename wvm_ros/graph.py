@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 PACKAGE = "wvm_ros"
-MODES = ("sim", "camera")
+MODES = ("sim", "camera", "external")
+# the default image topic (sim_robot and the camera node publish it); the logger records these
+DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
+DEFAULT_CAMERA_INFO_TOPIC = "/camera/camera_info"
 
 # node name -> (console script / launch_ros executable, python module)
 NODES: dict[str, tuple[str, str]] = {
@@ -35,7 +38,8 @@ NODES: dict[str, tuple[str, str]] = {
 
 # launch argument -> (default, description); the launch file declares exactly these.
 LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
-    "mode": ("sim", "sim: PushT simulator stands in for robot + camera; camera: a real camera node"),
+    "mode": ("sim", "sim: PushT simulator stands in for robot + camera; camera: wvm_ros's camera node; "
+                    "external: no camera / sim node (an existing driver, e.g. realsense2_camera, usb_cam)"),
     "checkpoint": ("", "WVM checkpoint (.safetensors file or folder); empty: the shipped models/wvm-tiny-pusht"),
     "task": ("", "task instruction; empty: the value in the params file"),
     "record": ("true", "run the data logger (valued rosbags)"),
@@ -43,6 +47,8 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "output_dir": ("", "where the logger writes bags; empty: the params file's value"),
     "preset": ("", "model preset override (tiny, ..., paper); empty: params file"),
     "device": ("", "inference device override (cpu, cuda, cuda:0); empty: params file"),
+    "image_topics": ("", "comma-separated image topics the value node reads (and the logger records); "
+                         "empty: the params file's (/camera/image_raw)"),
 }
 
 
@@ -129,15 +135,55 @@ def default_params_file() -> Path:
     return p
 
 
+def parse_topics(value: Any, name: str = "image_topics") -> list[str]:
+    """A launch argument's topic list: "a, b" or a list; "" -> [] (keep the params file's)."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    topics = [str(t).strip() for t in items if str(t).strip()]
+    bad = [t for t in topics if any(c.isspace() for c in t) or t.endswith("/")]
+    if bad:
+        raise GraphError(f"launch argument {name}={value!r}: {bad} are not topic names; expected "
+                         "comma-separated topics such as /camera/color/image_raw,/wrist/image_raw")
+    if len(set(topics)) != len(topics):
+        raise GraphError(f"launch argument {name}={value!r}: a topic is listed twice")
+    return topics
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """The CameraInfo topic that image_transport / camera drivers publish beside an image topic."""
+    return image_topic.rsplit("/", 1)[0] + "/camera_info" if "/" in image_topic else "camera_info"
+
+
+def params_file_value(params_file: Path, node: str, name: str) -> Any:
+    """A parameter's value in a ROS 2 parameter YAML (`node: ros__parameters: name`), or None."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(params_file).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise GraphError(f"params file {params_file}: cannot read it: {e}") from e
+    for key in (node, "/" + node, "/**"):
+        sect = doc.get(key) if isinstance(doc, dict) else None
+        params = sect.get("ros__parameters") if isinstance(sect, dict) else None
+        if isinstance(params, dict) and name in params:
+            return params[name]
+    return None
+
+
 def build_graph(mode: str = "sim", checkpoint: str = "", task: str = "", record: Any = True,
                 params_file: str | os.PathLike | None = "", output_dir: str | os.PathLike | None = "",
-                preset: str = "", device: str = "",
+                preset: str = "", device: str = "", image_topics: Any = "",
                 overrides: Mapping[str, Mapping[str, Any]] | None = None,
                 remappings: Mapping[str, list[tuple[str, str]]] | None = None) -> list[NodeSpec]:
     """Node specs of the graph for these launch arguments.
 
     mode "sim": sim_robot (PushT stands in for robot and camera), value, policy, logger.
     mode "camera": camera node instead of the simulator; same value, policy, logger.
+    mode "external": value, policy, logger only; images come from a driver started elsewhere
+    (realsense2_camera, usb_cam, ...), on `/camera/image_raw` by remapping or on `image_topics`.
+    image_topics ("a,b" or a list): the value node's `image_topics`; the logger records them
+    (and their sibling camera_info) instead of /camera/image_raw and /camera/camera_info.
     record false: no logger. Empty strings keep the params file's values.
     `overrides` (node name -> parameters) and `remappings` (node name -> [(from, to)]) are
     for tools such as `wvm demo`; the launch file does not use them.
@@ -152,7 +198,8 @@ def build_graph(mode: str = "sim", checkpoint: str = "", task: str = "", record:
                          "(node_name: ros__parameters: ...)")
     pf = pf.resolve()
 
-    names = ["sim_robot" if mode == "sim" else "camera", "wvm_value", "wvm_policy"]
+    topics = parse_topics(image_topics)
+    names = {"sim": ["sim_robot"], "camera": ["camera"], "external": []}[mode] + ["wvm_value", "wvm_policy"]
     if record:
         names.append("wvm_logger")
 
@@ -163,10 +210,26 @@ def build_graph(mode: str = "sim", checkpoint: str = "", task: str = "", record:
         params["wvm_value"]["preset"] = str(preset)
     if device:
         params["wvm_value"]["device"] = str(device)
-    if mode == "camera":
+    if mode in ("camera", "external"):
         # a real camera's size is its own (config camera: width/height): accept any size,
         # the model resizes; the sim's fixed size check is for the simulator
         params["wvm_value"].update({"image_width": 0, "image_height": 0})
+    if topics:
+        params["wvm_value"]["image_topics"] = topics
+        if record:
+            recorded = params_file_value(pf, "wvm_logger", "topics")
+            if not isinstance(recorded, list):
+                raise GraphError(f"params file {pf}: wvm_logger topics is not a list ({recorded!r}); the "
+                                 "image_topics launch argument replaces the camera topics in it")
+            replaced = {DEFAULT_IMAGE_TOPIC, DEFAULT_CAMERA_INFO_TOPIC}
+            new = [t for t in recorded if t not in replaced]
+            for t in topics:
+                new += [x for x in (t, camera_info_topic(t)) if x not in new]
+            params["wvm_logger"]["topics"] = new
+            dataset = params_file_value(pf, "wvm_logger", "dataset")
+            ref = dataset.get("reference_topic", DEFAULT_IMAGE_TOPIC) if isinstance(dataset, dict) else None
+            if ref in (None, DEFAULT_IMAGE_TOPIC):
+                params["wvm_logger"]["dataset.reference_topic"] = topics[0]  # live dataset's reference camera
     if task:
         params["wvm_value"]["task"] = str(task)
         params["wvm_policy"]["task"] = str(task)

@@ -9,7 +9,14 @@ Publishes:
   /wvm/progress_value  std_msgs/Float32 (valid estimates only)
   /wvm/overlay         sensor_msgs/Image rgb8 (progress bar, value, task, episode state, UNTRAINED banner)
   /wvm/marker          visualization_msgs/Marker TEXT_VIEW_FACING
-  /diagnostics         input/output rate, latency, dropped and rejected frames, errors
+  /wvm/state_text      std_msgs/String, with every Progress: "<episode> attempt <n>: <state>" and the
+                       progress (RViz TextOverlay via rviz_2d_overlay_plugins' string_to_overlay_text)
+  /diagnostics         input/output rate, latency, dropped and rejected frames, errors, backend
+
+Inference backend (parameters backend, precision, backend_fallback, backend_strict, threads,
+cuda_graphs, backend_cache_dir; wvm_ros.core.backends): one backend model shared by the
+cameras' windows. A backend that cannot run: the fallback list is tried (diagnostics WARN
+naming the backend in use), or with backend_strict the node exits at start (code 2).
 
 Latest-frame semantics: subscription callbacks only validate a frame and put it in its
 camera's one-frame slot; an inference thread takes the newest frame of each camera. A frame
@@ -17,8 +24,8 @@ replaced in its slot before inference took it is dropped and counted, never queu
 With several cameras, each has its own window; Progress carries the mean of the cameras'
 latest valid estimates (the chunk of the camera that triggered the message).
 
-Missing or unreadable checkpoint: the node exits at start (code 2) with the path and the
-expected preset. Bad frames: rejected with one rate-limited error per topic, counted.
+Missing or unreadable checkpoint, or no usable backend: the node exits at start (code 2)
+with the path and the expected preset / the backends tried and why. Bad frames: rejected with one rate-limited error per topic, counted.
 Inference exceptions: Progress valid=false, diagnostics ERROR, the node keeps running.
 """
 from __future__ import annotations
@@ -49,6 +56,7 @@ from wvm_ros.ros.qos import qos_from_name, reliable
 from wvm_ros.ros.stamps import stamp_to_sec
 
 SHIPPED_CHECKPOINT = "models/wvm-tiny-pusht"
+UNTRAINED_SEED = 0  # random weights are seeded: same weights -> same model hash -> cached ONNX reused
 EVENT_NAMES = {getattr(EpisodeEvent, n): n for n in
                ("START", "SUCCESS", "STALL", "REGRESSION", "TIMEOUT", "RETRY", "ABORT", "HUMAN_LABEL", "END",
                 "HOLD", "RESUME", "FAILURE") if hasattr(EpisodeEvent, n)}
@@ -67,6 +75,17 @@ def resolve_checkpoint(param: str) -> str | None:
 
 class CheckpointMissing(RuntimeError):
     """The checkpoint parameter names a path that does not exist."""
+
+
+class BadBackendParameters(ValueError):
+    """backend / precision / backend_fallback parameters that BackendOptions refuses."""
+
+
+def state_text(episode_id: str, attempt: int, state: str, msg: Progress, untrained: bool) -> str:
+    """/wvm/state_text: the attempt state (RViz TextOverlay), then the progress line."""
+    why = "; ".join(s for s in msg.status.split("; ") if s and s != "UNTRAINED") or "no estimate"
+    value = f"{msg.progress:.2f}" if msg.valid else f"-- ({why})"
+    return f"{episode_label(episode_id, attempt, state)}\nprogress {value}" + (" UNTRAINED" if untrained else "")
 
 
 @dataclass
@@ -96,6 +115,13 @@ class ValueNode(Node):
         self.marker_frame_id = str(p("marker_frame_id", "camera").value)
         diag_period = float(p("diagnostics_period_s", 1.0).value)
         self.stale_after_s = float(p("stale_after_s", 2.0).value)
+        backend_params = dict(
+            backend=str(p("backend", "onnxruntime").value), device=device,
+            precision=str(p("precision", "fp32").value),
+            fallback=[f for f in p("backend_fallback", ["onnxruntime", "torch"]).value if f],
+            strict=bool(p("backend_strict", False).value), threads=int(p("threads", 1).value),
+            cuda_graphs=bool(p("cuda_graphs", False).value),
+            cache_dir=str(p("backend_cache_dir", "").value))
         if not topics or not all(isinstance(t, str) and t for t in topics):
             raise ValueError(f"image_topics: expected a non-empty list of topic names, got {topics!r}")
 
@@ -103,10 +129,20 @@ class ValueNode(Node):
             # said before torch is imported (seconds), in the model loader's words
             raise CheckpointMissing(f"checkpoint {Path(ck_param).expanduser()} does not exist (expected a directory "
                                     f"with model.safetensors and config.json for preset {self.preset!r})")
+        from wvm_ros.core.backends import BackendOptions
+        try:
+            opts = BackendOptions.from_params(backend_params)
+        except ValueError as e:
+            raise BadBackendParameters(f"backend parameters {backend_params}: {e}") from e
+        import torch
+
+        from wvm_ros.core.backends.wvm import create_value_backends
         from wvm_ros.core.model import ModelLoadError, load_value_model
         from wvm_ros.core.streaming import StreamingValueEstimator
 
         ckpt = resolve_checkpoint(ck_param)
+        if ckpt is None:
+            torch.manual_seed(UNTRAINED_SEED)
         try:
             self.model = load_value_model(ckpt, preset=self.preset, device=device)
         except ModelLoadError:
@@ -117,13 +153,22 @@ class ValueNode(Node):
         self.untrained = bool(getattr(self.model, "untrained", ckpt is None))
         self.model_name = str(getattr(self.model, "name", self.preset or ""))
         self.checkpoint_id = str(getattr(self.model, "checkpoint_id", "UNTRAINED"))
+        # BackendError (nothing allowed can run; strict and the named one cannot) ends the node: code 2
+        t_backend = time.perf_counter()
+        self.infer_model, selections = create_value_backends(self.model, opts)
+        self.backend_description = self.infer_model.backend_description
+        self.backend_start_s = time.perf_counter() - t_backend
+        fell_back = {part: sel for part, sel in selections.items() if sel.fell_back}
+        timings = "; ".join(f"{part}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in sorted(sel.timings_ms.items(),
+                                                                                        key=lambda kv: kv[1]))
+                            for part, sel in selections.items() if sel.timings_ms)
 
         self.lock = threading.Lock()          # guards camera slots, task, episode state
         self.model_lock = threading.Lock()    # guards the estimators (used by the worker)
         self.wake = threading.Event()
         self.cameras: list[Camera] = []
         for i, t in enumerate(topics):
-            est = StreamingValueEstimator(self.model, self.task)
+            est = StreamingValueEstimator(self.infer_model, self.task)
             self.cameras.append(Camera(topic=t, index=i, estimator=est))
         self.task_pending: str | None = None
         self.reset_pending = False
@@ -134,17 +179,32 @@ class ValueNode(Node):
         self.stats = NodeStats(rates=("input", "output", "estimate"), expect_input_within_s=5.0)
         self.stats.extra.update({"model": self.model_name, "checkpoint": self.checkpoint_id,
                                  "untrained": str(self.untrained), "device": device,
+                                 "backend": self.backend_description,
+                                 "backend requested": opts.backend,
+                                 "backend start-up (s)": f"{self.backend_start_s:.2f}",
+                                 **({"backend auto timings": timings} if timings else {}),
                                  "image topics": ", ".join(topics)})
         for k in ("dropped frames", "rejected frames", "errors"):
             self.stats.count(k, 0)
+        warnings = []
         if self.untrained:
-            self.stats.warn("UNTRAINED: randomly initialised weights, values are meaningless")
+            warnings.append("UNTRAINED: randomly initialised weights, values are meaningless")
+        if fell_back:
+            why = next(iter(fell_back.values())).tried.get(opts.backend, "unavailable")
+            fb = (f"backend {opts.backend} unavailable ({why}); using fallback "
+                  + " + ".join(sel.backend.describe() for sel in fell_back.values()))
+            self.stats.extra["backend fallback"] = fb
+            warnings.append(fb)
+            self.get_logger().warning(fb)
+        if warnings:
+            self.stats.warn("; ".join(warnings))
         self.errlog = RateLimitedLog(5.0)
 
         self.pub_progress = self.create_publisher(Progress, "/wvm/progress", reliable(20))
         self.pub_value = self.create_publisher(Float32, "/wvm/progress_value", reliable(20))
         self.pub_overlay = self.create_publisher(Image, "/wvm/overlay", qos_from_name(image_qos, 5))
         self.pub_marker = self.create_publisher(Marker, "/wvm/marker", reliable(5))
+        self.pub_state_text = self.create_publisher(String, "/wvm/state_text", reliable(5))
         qos = qos_from_name(image_qos)
         for cam in self.cameras:
             self.create_subscription(Image, cam.topic, self._image_cb(cam), qos)
@@ -159,7 +219,9 @@ class ValueNode(Node):
         cfg = getattr(self.model, "config", None)
         self.get_logger().info(
             f"value model {self.model_name} ({'UNTRAINED random weights' if self.untrained else ckpt}, "
-            f"checkpoint id {self.checkpoint_id}) on {device}; cameras {topics}; "
+            f"checkpoint id {self.checkpoint_id}) on {device}, inference backend {self.backend_description} "
+            f"(requested {opts.backend}{'; auto timings ' + timings if timings else ''}, ready in "
+            f"{self.backend_start_s:.1f} s); cameras {topics}; "
             f"window h={getattr(cfg, 'h', '?')} at {getattr(cfg, 'sample_fps', '?')} fps; task {self.task!r}")
 
     # --- subscription callbacks (fast: validate, store, wake the worker) --------------------
@@ -319,6 +381,7 @@ class ValueNode(Node):
         self.stats.tick("output")
         if msg.valid:
             self.pub_value.publish(Float32(data=msg.progress))
+        self.pub_state_text.publish(String(data=state_text(episode_id, attempt, state, msg, self.untrained)))
         self.estimates += 1
         if cam.index == 0:
             self._publish_marker(msg)
@@ -370,9 +433,11 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as e:
-        load_errors: tuple = (CheckpointMissing,)
+        load_errors: tuple = (CheckpointMissing, BadBackendParameters)
         if "wvm_ros.core.model" in sys.modules:
             load_errors += (sys.modules["wvm_ros.core.model"].ModelLoadError,)
+        if "wvm_ros.core.backends" in sys.modules:
+            load_errors += (sys.modules["wvm_ros.core.backends"].BackendError,)
         if isinstance(e, load_errors):
             print(f"wvm_value: cannot start: {e}", file=sys.stderr, flush=True)
             rc = 2
