@@ -101,28 +101,30 @@ def test_value_node_dies_policy_holds_then_resumes(ros_env, procs):
 
         probe.wait_for(lambda: has_event(ev, "START"), timeout=90, what="START", alive=alive)
         n0 = len(probe.get("/robot/action"))
-        probe.wait_for(lambda: len(probe.get("/robot/action")) > n0 + 5, timeout=20, what="actions", alive=alive)
+        probe.wait_for(lambda: len(probe.get("/robot/action")) > n0 + 5, timeout=60, what="actions", alive=alive)
         start = [e for k, e in kinds_of(ev) if k == "START"][0]
         probe.wait_for(lambda: any(m.valid and m.episode_id == start.episode_id and m.attempt == 1
                                    for m in probe.get("/wvm/progress")),
-                       timeout=60, what="valid Progress for attempt 1", alive=alive)
+                       timeout=90, what="valid Progress for attempt 1", alive=alive)
         time.sleep(0.5)
         assert not has_event(ev, "HOLD"), [e.reason for k, e in kinds_of(ev)]
 
         # the value node dies mid-attempt (SIGKILL: no goodbye)
         procs.kill(value)
         t_kill = time.monotonic()
-        probe.wait_for(lambda: has_event(ev, "HOLD"), timeout=10, what="HOLD after the value node died",
+        probe.wait_for(lambda: has_event(ev, "HOLD"), timeout=15, what="HOLD after the value node died",
                        alive=alive)
-        assert time.monotonic() - t_kill < 1.0 + 2.0            # within the watchdog age (+ DDS slack)
+        assert time.monotonic() - t_kill < 1.0 + 5.0            # watchdog age + slack for a loaded CI machine
         hold = [e for k, e in kinds_of(ev) if k == "HOLD"][0]
         assert "old" in hold.reason and hold.attempt == 1
+        age = float(hold.reason.split(" is ")[1].split(" s old")[0])
+        assert 1.0 <= age < 1.0 + 0.5, hold.reason           # decided within one control period of the age
         probe.wait_for(lambda: any(lv == 1 and "holding" in msg for lv, msg, _ in policy_diag(probe)),
-                       timeout=10, what="diagnostics WARN 'holding'", alive=alive)
+                       timeout=20, what="diagnostics WARN 'holding'", alive=alive)
         # while holding, the commanded target is the agent's current position: the agent stays put
         time.sleep(1.0)
         na = len(probe.get("/robot/action"))
-        probe.wait_for(lambda: len(probe.get("/robot/action")) > na + 5, timeout=10, what="hold actions")
+        probe.wait_for(lambda: len(probe.get("/robot/action")) > na + 5, timeout=20, what="hold actions")
         js = probe.get("/robot/joint_states")[-1]
         last = probe.get("/robot/action")[-1].data
         assert math.dist(last, js.position[:2]) < 3.0
@@ -133,7 +135,7 @@ def test_value_node_dies_policy_holds_then_resumes(ros_env, procs):
         value = procs.start("wvm_value_2", node_cmd("wvm_ros.nodes.value_node", *VALUE_ARGS), env=ros_env)
         probe.wait_for(lambda: has_event(ev, "RESUME"), timeout=120, what="RESUME after restart", alive=alive)
         assert valid_progress(n_prog)
-        probe.wait_for(lambda: policy_diag(probe) and policy_diag(probe)[-1][0] == 0, timeout=10,
+        probe.wait_for(lambda: policy_diag(probe) and policy_diag(probe)[-1][0] == 0, timeout=30,
                        what="diagnostics back to OK", alive=alive)
 
         # a human label on the topic wins over the model; the sim's reset starts attempt 2
@@ -199,7 +201,7 @@ def test_missing_reset_service_aborts_and_invalid_progress_is_counted(ros_env, p
             v = d[-1][2]
             return (int(v.get("progress ignored: NaN/inf", 0)) >= 8 and int(v.get("progress ignored: out of range", 0)) >= 8
                     and int(v.get("progress ignored: not valid", 0)) >= 8)
-        probe.wait_for(counted, timeout=10, what="ignored Progress counted in diagnostics", alive=alive)
+        probe.wait_for(counted, timeout=20, what="ignored Progress counted in diagnostics", alive=alive)
         assert [k for k, _ in kinds_of(ev)] == ["START"]     # none of them decided anything
 
         # a valid low value, then the human label service says success: it wins
@@ -207,7 +209,7 @@ def test_missing_reset_service_aborts_and_invalid_progress_is_counted(ros_env, p
         req = LabelAttempt.Request(label=LabelAttempt.Request.SUCCESS, reason="operator: done")
         res = probe.call(LabelAttempt, "/wvm/label_attempt", req, timeout=10)
         assert res.accepted, res.message
-        probe.wait_for(lambda: has_event(ev, "ABORT"), timeout=10, what="ABORT (no reset service)", alive=alive)
+        probe.wait_for(lambda: has_event(ev, "ABORT"), timeout=20, what="ABORT (no reset service)", alive=alive)
         ks = kinds_of(ev)
         assert [k for k, _ in ks] == ["START", "HUMAN_LABEL", "END", "ABORT"]
         assert ks[1][1].outcome == "success" and ks[2][1].outcome == "success"
