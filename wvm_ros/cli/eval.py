@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-baselines", action="store_true", help="only the model and the blind clock")
     p.add_argument("--preset", default=None, help="WVM preset the checkpoints were trained with (default: from the checkpoint)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: batch-1 streaming gains nothing from more, and on a "
+                        "shared CPU extra threads made it 15x slower here)")
     p.add_argument("--camera-key", default=None, help="dataset image/video feature (default: the only or first camera)")
     p.add_argument("--gt-key", default="progress", help="per-frame ground-truth progress column (default: progress)")
     p.add_argument("--max-episodes", type=int, default=None, help="evaluate only the first N episodes")
@@ -74,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress
     out = Path(args.output)
+    if args.threads and args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     if args.train_baseline:
         if not args.train_dataset:
