@@ -106,7 +106,7 @@ class PolicyNode(Node):
         image_qos = P("image_qos", "reliable").value
         # timing
         self.rate_hz = float(P("rate_hz", 10.0).value)
-        self.max_age_s = float(P("progress_max_age_s", 1.0).value)
+        self.max_age_s = float(P("progress_max_age_s", 2.0).value)
         self.startup_grace_s = float(P("progress_startup_grace_s", 5.0).value)
         self.hold_mode = P("hold_mode", "current_position").value
         self.reset_timeout_s = float(P("reset_timeout_s", 10.0).value)
