@@ -221,3 +221,15 @@ def test_missing_reset_service_aborts_and_invalid_progress_is_counted(ros_env, p
                          LabelAttempt.Request(label=7, reason="bad"), timeout=10)
         assert not res.accepted and "expected" in res.message
         alive()
+
+
+@pytest.mark.parametrize("param,needle", [("action_mode:=teleport", "action_mode"),
+                                          ("inject_failure:=nap", "inject_failure"),
+                                          ("success_threshold:=1.5", "success_threshold")])
+def test_bad_parameters_exit_with_a_clear_message(ros_env, param, needle):
+    import subprocess
+
+    r = subprocess.run(node_cmd("wvm_ros.nodes.policy_node", "-p", param), env=ros_env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 1
+    assert needle in r.stderr and "expected" in r.stderr, r.stderr
