@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--p-stuck", type=float, default=0.3, help="per-attempt probability of a stuck policy")
     parser.add_argument("--p-random", type=float, default=0.15, help="per-attempt probability of random pushes")
     parser.add_argument("--p-hesitation", type=float, default=0.15, help="per-attempt probability of a hesitation")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+X
     d = EpisodeConfig()
     g = parser.add_argument_group("episode state machine (defaults as in config/wvm.yaml wvm_policy)")
     for name, val in d.to_dict().items():
