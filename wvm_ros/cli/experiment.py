@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--p-stuck", type=float, default=0.3, help="per-attempt probability of a stuck policy")
     parser.add_argument("--p-random", type=float, default=0.15, help="per-attempt probability of random pushes")
     parser.add_argument("--p-hesitation", type=float, default=0.15, help="per-attempt probability of a hesitation")
-X
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: far faster than torch's default on a shared CPU; 0: torch's default)")
     d = EpisodeConfig()
     g = parser.add_argument_group("episode state machine (defaults as in config/wvm.yaml wvm_policy)")
     for name, val in d.to_dict().items():
