@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image
@@ -315,7 +316,12 @@ class ValueNode(Node):
                         cam.estimator.reset()
                         cam.last = None
                 for cam, (rgb, stamp, frame_id, t) in jobs:
-                    self._infer(cam, rgb, stamp, frame_id, t, episode)
+                    try:
+                        self._infer(cam, rgb, stamp, frame_id, t, episode)
+                    except RCLError:
+                        if self._running and self.context.ok():
+                            raise
+                        return  # Ctrl-C shut the context down under a publish: stop quietly
 
     def _infer(self, cam: Camera, rgb, stamp: Time, frame_id: str, t: float, episode) -> None:
         t0 = time.perf_counter()
