@@ -59,6 +59,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
 
 
+def _show(path: Path) -> str:
+    """A default path as the user would type it (relative to the repository when inside it)."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def _err(msg: str) -> int:
     print(f"wvm eval: error: {msg}", file=sys.stderr)
     return 2
@@ -127,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
                 return _err(f"--no-video-checkpoint {nv} does not exist (expected a WVM checkpoint trained with lambda=0)")
             try:
                 methods.append(E.streaming_method(_load_wvm(nv, args.preset, args.device), "wvm_no_video",
-                                                  {"checkpoint": nv}))
+                                                  {"checkpoint": _show(Path(nv))}))
             except ModelLoadError as e:
                 return _err(str(e))
         bl = args.baseline_checkpoint or (str(DEFAULT_BASELINE) if DEFAULT_BASELINE.exists() else None)
@@ -136,13 +144,13 @@ def run(args: argparse.Namespace) -> int:
                   "the single-frame baseline is left out", file=sys.stderr)
         else:
             try:
-                methods.append(E.single_frame_method(load_single_frame(bl, args.device), info={"checkpoint": bl}))
+                methods.append(E.single_frame_method(load_single_frame(bl, args.device), info={"checkpoint": _show(Path(bl))}))
             except BaselineLoadError as e:
                 return _err(str(e))
     methods.append(E.clock_method())
 
     report = E.evaluate(episodes, methods, progress=progress)
-    report.dataset = {"root": str(dataset), "camera_key": args.camera_key, "gt_key": args.gt_key}
+    report.dataset = {"root": _show(dataset), "camera_key": args.camera_key, "gt_key": args.gt_key}
     js = E.write_report(report, out, primary="wvm", plots_per_kind=args.plots_per_kind)
     print(E.markdown_table(js))
     print(f"wvm eval: wrote {out / 'metrics.json'}, {out / 'metrics.md'} and {out / 'plots'}/")
@@ -175,7 +183,7 @@ def _train_baseline(args, progress: bool) -> int:
                 "steps": res.steps, "batch_size": args.baseline_batch_size, "lr": args.baseline_lr,
                 "seed": args.seed, "target": target_note, "first_loss": round(res.first_loss, 5),
                 "final_loss": round(res.final_loss, 5), "seconds": round(res.seconds, 1),
-                "command": "wvm " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""}
+                "command": "wvm eval " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""}
     save_single_frame(model, args.baseline_checkpoint, training=training)
     print(f"wvm eval: single-frame baseline ({model.num_parameters():,} parameters) trained on {res.num_frames} frames, "
           f"loss {res.first_loss:.4f} -> {res.final_loss:.4f}, saved to {args.baseline_checkpoint}")
