@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--baseline-lr", type=float, default=1e-3)
     g.add_argument("--baseline-image-size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"))
     g.add_argument("--baseline-channels", type=int, nargs="+", default=[32, 64, 128, 256, 512],
-                   help="conv stage widths (default: 1.83M parameters, about the tiny WVM's 1.94M)")
+                   help="conv stage widths (default: 1.83M parameters, the tiny WVM's size)")
     g.add_argument("--baseline-hidden", type=int, default=512)
     g.add_argument("--baseline-convs-per-stage", type=int, default=1)
     g.add_argument("--seed", type=int, default=0)
@@ -80,15 +80,23 @@ def _load_wvm(path: str, preset: str | None, device: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        if args.threads and args.threads > 0:
+            torch.set_num_threads(args.threads)
+        return _run(args)
+    finally:
+        torch.set_num_threads(before)  # when called in-process (tests), leave the caller's setting
+
+
+def _run(args: argparse.Namespace) -> int:
     from wvm_ros.core import evaluation as E
     from wvm_ros.core.baselines import BaselineLoadError, SingleFrameConfig, load_single_frame, save_single_frame
 
     progress = not args.no_progress
     out = Path(args.output)
-    if args.threads and args.threads > 0:
-        import torch
-
-        torch.set_num_threads(args.threads)
 
     if args.train_baseline:
         if not args.train_dataset:

@@ -40,7 +40,7 @@ class BaselineLoadError(RuntimeError):
 
 @dataclass
 class SingleFrameConfig:
-    # defaults: 1.83M parameters, about the size of the `tiny` WVM (1.94M), at its image size
+    # defaults: 1.83M parameters, the size of the `tiny` WVM (1.83M), at its image size
     image_size: tuple[int, int] = (64, 64)  # (H, W) the frames are resized to
     channels: tuple[int, ...] = (32, 64, 128, 256, 512)  # one stage (strided conv first) per entry
     hidden: int = 512  # MLP head width
