@@ -161,3 +161,13 @@ def test_control_rate_is_validated_and_used():
     sim.reset(0)
     sim.step([256, 256])
     assert sim.time_s == pytest.approx(0.05)
+
+
+def test_reset_to_is_exact_after_any_random_reset():
+    """A contact left by a random reset must not nudge the block placed by reset_to."""
+    sim = PushTSim()
+    for seed in range(60):
+        sim.reset(seed)
+        s = sim.reset_to([60.0, 60.0], GOAL_POSE)
+        assert np.allclose(s[2:4], GOAL_POSE[:2]), (seed, s)
+        assert sim.coverage > 0.99

@@ -192,7 +192,10 @@ class PushTSim:
             raise ValueError(f"reset_to: expected agent (x, y) and block (x, y, theta), got {agent_xy!r}, {block_pose!r}")
         if np.any(agent < WALL_MIN) or np.any(agent > WALL_MAX):
             raise ValueError(f"reset_to: agent {agent.tolist()} is outside the arena ({WALL_MIN}..{WALL_MAX})")
-        self._env.reset()
+        # a fresh space already holding (about) this state: after a random reset, a contact
+        # between the random agent and block would leave a warm-started impulse that nudges
+        # the teleported block on the next physics step
+        self._env.reset(options={"reset_to_state": np.concatenate([agent, block])})
         self._set_state(agent, block)
         self.steps = 0
         self._coverage = self.start_coverage = float(self._env._get_coverage())
