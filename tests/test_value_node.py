@@ -66,7 +66,7 @@ def test_value_node_rejects_bad_frames_and_estimates_good_ones(ros_env, procs):
     from wvm_ros.ros.testing import TopicProbe
 
     child = procs.start("wvm_value", node_cmd(
-        "wvm_ros.nodes.value_node", "-r", "__node:=wvm_value", "-p", "image_width:=96", "-p", "image_height:=96",
+        "wvm_ros.nodes.value_node", "-p", "checkpoint:=none", "-r", "__node:=wvm_value", "-p", "image_width:=96", "-p", "image_height:=96",
         "-p", "task:=push the T", "-p", "diagnostics_period_s:=0.5"), env=ros_env)
 
     def alive():
@@ -260,6 +260,7 @@ def test_default_checkpoint_is_the_shipped_model_when_present(monkeypatch, tmp_p
     from wvm_ros.nodes.value_node import SHIPPED_CHECKPOINT, resolve_checkpoint
 
     assert resolve_checkpoint("/x/ck") == "/x/ck"
+    assert resolve_checkpoint("none") is None and resolve_checkpoint("UNTRAINED") is None
     monkeypatch.setattr(graph, "find_data", lambda rel: tmp_path if rel == SHIPPED_CHECKPOINT else None)
     assert resolve_checkpoint("") == str(tmp_path)
     monkeypatch.setattr(graph, "find_data", lambda rel: None)

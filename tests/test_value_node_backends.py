@@ -22,7 +22,7 @@ def test_node_runs_on_onnxruntime_and_publishes_state_text(ros_env, procs):
     from wvm_ros.ros.testing import TopicProbe
 
     child = procs.start("wvm_value", node_cmd(
-        "wvm_ros.nodes.value_node", "-r", "__node:=wvm_value", "-p", "backend:=onnxruntime",
+        "wvm_ros.nodes.value_node", "-p", "checkpoint:=none", "-r", "__node:=wvm_value", "-p", "backend:=onnxruntime",
         "-p", "backend_strict:=true", "-p", "image_width:=96", "-p", "image_height:=96",
         "-p", "diagnostics_period_s:=0.5"), env=ros_env)
 
@@ -64,7 +64,7 @@ def test_node_runs_on_onnxruntime_and_publishes_state_text(ros_env, procs):
 
 def test_unavailable_backend_with_strict_exits_2_naming_it(ros_env, procs):
     """tensorrt needs a GPU (none here): strict -> exit 2 with the backend and the reason."""
-    child = procs.start("wvm_value", node_cmd("wvm_ros.nodes.value_node", "-p", "backend:=tensorrt",
+    child = procs.start("wvm_value", node_cmd("wvm_ros.nodes.value_node", "-p", "checkpoint:=none", "-p", "backend:=tensorrt",
                                               "-p", "backend_strict:=true"), env=ros_env)
     rc = child.popen.wait(timeout=120)
     log = child.log_tail(50)
@@ -79,7 +79,8 @@ def test_unavailable_backend_falls_back_and_diagnostics_say_which(rclpy_context)
     from wvm_ros.nodes.value_node import ValueNode
 
     node = ValueNode(context=rclpy_context, parameter_overrides=[
-        Parameter("backend", value="tensorrt"), Parameter("backend_fallback", value=["torch"])])
+        Parameter("checkpoint", value="none"), Parameter("backend", value="tensorrt"),
+        Parameter("backend_fallback", value=["torch"])])
     try:
         rep = node.stats.report()
         values = rep.values

@@ -63,9 +63,15 @@ EVENT_NAMES = {getattr(EpisodeEvent, n): n for n in
                 "HOLD", "RESUME", "FAILURE") if hasattr(EpisodeEvent, n)}
 
 
+UNTRAINED_NAMES = ("none", "untrained", "random")
+
+
 def resolve_checkpoint(param: str) -> str | None:
     """The checkpoint to load: the parameter when set, else the shipped tiny model when
-    present (source tree or package share dir), else None (random weights: UNTRAINED)."""
+    present (source tree or package share dir), else None (random weights: UNTRAINED).
+    `none` / `untrained` / `random` ask for random weights explicitly."""
+    if param.strip().lower() in UNTRAINED_NAMES:
+        return None
     if param:
         return param
     from wvm_ros.graph import find_data
@@ -126,7 +132,7 @@ class ValueNode(Node):
         if not topics or not all(isinstance(t, str) and t for t in topics):
             raise ValueError(f"image_topics: expected a non-empty list of topic names, got {topics!r}")
 
-        if ck_param and not Path(ck_param).expanduser().exists():
+        if ck_param and ck_param.strip().lower() not in UNTRAINED_NAMES and not Path(ck_param).expanduser().exists():
             # said before torch is imported (seconds), in the model loader's words
             raise CheckpointMissing(f"checkpoint {Path(ck_param).expanduser()} does not exist (expected a directory "
                                     f"with model.safetensors and config.json for preset {self.preset!r})")
