@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,3 +177,97 @@ def test_cli_resume_keeps_the_runs_settings(tmp_path):
     c = build_config(args)
     assert (c.batch_size, c.lr, c.lambda_video, c.steps, c.resume) == (5, 0.002, 0.0, 20, True)
     assert c.datasets == ["synthetic"] and c.model_overrides == TINY
+
+
+def test_segment_weighting_draws_segment_clips_more_often():
+    from wvm_ros.core.train import ClipSampler, clip_end_weights
+
+    store = synthetic_store(n_eps=2, T=40, stride=2)
+    mask = np.zeros(80, bool)
+    mask[10:15] = True                       # a labelled segment in episode 0, frames 10..14
+    store.segment_mask = mask
+    assert clip_end_weights(store, h=4, segment_weight=1.0) is None        # uniform: the paper's sampling
+    p = clip_end_weights(store, h=4, segment_weight=5.0)
+    # clip ends whose current frames (end - 6 .. end) touch frames 10..14: ends 10..20
+    touched = np.zeros(80, bool)
+    touched[10:21] = True
+    assert np.allclose(p[touched], 5 * p[~touched][0]) and np.allclose(p[~touched], p[~touched][0])
+    assert p.sum() == pytest.approx(1.0)
+    sampler = ClipSampler(store, 4, cfg(Path("/nonexistent"), segment_weight=5.0), seed=0)
+    _, _, targets, _ = sampler.sample(4000)
+    # the newest current frame's value says where the clip ended (rewinding reverses some clips)
+    frac = np.mean([(10 / 39 - 1e-6 <= t.max() <= 20 / 39 + 1e-6) for t in targets.numpy()])
+    expected = p[touched].sum()               # 55 / 124 = 0.44 (uniform would be 11 / 80 = 0.14)
+    assert frac == pytest.approx(expected, abs=0.05) and frac > 2 * 11 / 80
+
+
+def test_ema_weights_are_saved_and_resume_matches(tmp_path, monkeypatch):
+    from wvm_ros.core.model.wvm import WorldValueModel
+    from wvm_ros.core.train import WeightEMA
+
+    lin = torch.nn.Linear(2, 1)
+    ema = WeightEMA(lin, 0.9)
+    start = lin.weight.detach().clone()
+    with torch.no_grad():
+        lin.weight.add_(1.0)
+    ema.update(lin, step=100)                 # rate min(0.9, 101/110) = 0.9
+    assert torch.allclose(ema.shadow["weight"], start + 0.1)
+    with ema.applied(lin):
+        assert torch.allclose(lin.weight, start + 0.1)
+    assert torch.allclose(lin.weight, start + 1.0)       # raw weights back
+
+    store = synthetic_store()
+    full = train(cfg(tmp_path / "a", steps=6, ema_decay=0.9), store=store, log=lambda *a: None)
+    real = WorldValueModel.training_loss
+    calls = {"n": 0}
+
+    def crash_at_4(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(WorldValueModel, "training_loss", crash_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(tmp_path / "b", steps=6, save_every=3, ema_decay=0.9), store=store, log=lambda *a: None)
+    monkeypatch.setattr(WorldValueModel, "training_loss", real)
+    resumed = train(cfg(tmp_path / "b", steps=6, ema_decay=0.9, resume=True), store=store, log=lambda *a: None)
+    assert [r["loss"] for r in resumed["history"]] == pytest.approx([r["loss"] for r in full["history"]], rel=1e-4)
+    a = load_value_model(tmp_path / "a" / "ck", "tiny").state_dict()
+    b = load_value_model(tmp_path / "b" / "ck", "tiny").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    raw = torch.load(tmp_path / "a" / "ck" / "training_state.pt", weights_only=False)["model_raw"]
+    assert any(not torch.allclose(a[k], raw[k]) for k in a)  # the file holds the average, not the raw weights
+    assert "EMA" in read_checkpoint_config(tmp_path / "a" / "ck")["meta"]["weights"]
+
+
+def test_validation_keeps_the_best_checkpoint(tmp_path, monkeypatch):
+    """Validation runs the streaming benchmark on a held-out split every val_every steps and
+    keeps the best step (by VAL_SCORE) in <output>/best."""
+    import wvm_ros.core.evaluation as E
+    from wvm_ros.core.train import validation_score
+
+    store = synthetic_store()
+    T = 40
+    frames = store.frames[:T].numpy()
+    gt = np.r_[np.linspace(0, 0.6, 20), np.linspace(0.6, 0.4, 10), np.linspace(0.4, 1, 10)]
+    eps = [E.EvalEpisode(episode_index=0, task="move the square to the right", kind="expert", frames=frames,
+                         timestamps=np.arange(T) * 0.25, gt=np.linspace(0, 1, T)),
+           E.EvalEpisode(episode_index=1, task="move the square to the right", kind="retry",
+                         frames=np.concatenate([frames[:20], frames[20:10:-1], frames[10:20]]),
+                         timestamps=np.arange(T) * 0.25, gt=gt)]
+    monkeypatch.setattr(E, "load_lerobot_episodes", lambda root, **k: eps if root == "val" else [])
+    res = train(cfg(tmp_path, steps=9, val_dataset="val", val_every=3), store=store, log=lambda *a: None)
+    hist = res["val_history"]
+    assert [v["step"] for v in hist] == [3, 6, 9]
+    assert all(v["score"] == pytest.approx(validation_score(v), abs=1e-3) for v in hist)
+    best = max(hist, key=lambda v: v["score"])
+    assert res["best"]["step"] == best["step"]
+    meta = read_checkpoint_config(tmp_path / "ck" / "best")["meta"]
+    assert meta["step"] == best["step"] and meta["val"]["score"] == best["score"]
+    model = load_value_model(tmp_path / "ck" / "best", "tiny")
+    # the kept weights reproduce the validation score they were kept for
+    again = E.evaluate(eps, [E.streaming_method(model)], progress=False).results["wvm"].aggregate.overall
+    assert validation_score(again) == pytest.approx(best["score"], abs=1e-3)
+    log = json.loads((tmp_path / "ck" / "train_log.json").read_text())
+    assert log["best"]["step"] == best["step"] and len(log["val_history"]) == 3

@@ -37,6 +37,13 @@ _FLAGS = [
     ("--save-every", "save_every", int, "checkpoint every N steps (default 500; 0 = only at the end)"),
     ("--log-every", "log_every", int, "loss averaging / logging period in steps (default 25)"),
     ("--threads", "threads", int, "torch CPU threads (default: torch's choice)"),
+    ("--segment-weight", "segment_weight", float,
+     "draw clips touching labelled hesitation/retry segments this many times as often (default 1 = uniform)"),
+    ("--ema", "ema_decay", float, "EMA decay of the saved weights, e.g. 0.998 (default 0 = off)"),
+    ("--val-dataset", "val_dataset", str,
+     "validation split (local LeRobot dataset with ground truth): metrics every --val-every steps, best kept in OUTPUT/best"),
+    ("--val-every", "val_every", int, "validation period in steps (default 0 = at every save)"),
+    ("--val-max-episodes", "val_max_episodes", int, "use only the first N validation episodes"),
 ]
 
 
@@ -145,5 +152,9 @@ def run(args: argparse.Namespace) -> int:
     last = result["history"][-1] if result["history"] else {}
     print(json.dumps({"checkpoint": result["checkpoint"], "checkpoint_id": result["checkpoint_id"],
                       "steps": result["steps"], "wall_s": round(result["wall_s"], 1),
-                      "final_loss": last.get("loss")}, indent=2))
+                      "final_loss": last.get("loss"),
+                      **({"best": {"step": result["best"]["step"], "score": round(result["best"]["score"] or 0.0, 4),
+                                   "metrics": result["best"].get("metrics"),
+                                   "checkpoint": str(Path(result["checkpoint"]) / "best")}}
+                         if result.get("best") else {})}, indent=2))
     return 0

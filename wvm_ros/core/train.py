@@ -20,6 +20,13 @@ Transforms (WVM_NOTES.md, "Training"):
 * prefix randomisation: with probability 0.5 the prefix value is replaced by U[0, 1]. The
   prefix token is clean conditioning and never carries loss; the h value tokens do.
 
+Beyond the paper (all off by default, the shipped checkpoint's card says what it used):
+* segment weighting (`segment_weight`): clips whose current frames touch a labelled
+  hesitation / retry segment are drawn w times as often (they are a few % of the frames);
+* an EMA of the weights (`ema_decay`), saved as the checkpoint's weights;
+* a validation split (`val_dataset`): benchmark metrics through the streaming estimator every
+  `val_every` steps, and the best checkpoint by VAL_SCORE kept in <output>/best.
+
 Loss L_value + lambda * L_video (lambda 0 = the "without video loss" ablation); AdamW
 (0.9, 0.95), weight decay 0, linear warm-up then cosine to 0.1 x lr, grad clip 1.0.
 A non-finite loss stops training with the step (TrainingDiverged); nothing is saved then, and
@@ -32,6 +39,7 @@ import json
 import math
 import random
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -83,6 +91,18 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 500
     log_every: int = 25
+    # clips whose current frames touch a labelled non-progress segment (hesitation, retry, ...)
+    # are drawn this many times as often as others (1 = uniform over frames, the paper's sampling)
+    segment_weight: float = 1.0
+    # exponential moving average of the weights (0 = off); the saved model.safetensors then holds
+    # the averaged weights, training_state.pt the raw ones. Warm-up: decay_t = min(d, (1+t)/(10+t))
+    ema_decay: float = 0.0
+    # validation split (a local LeRobot dataset with ground truth, e.g. from `wvm sim-collect`):
+    # every val_every steps (0 = at each save) the benchmark metrics are measured on it through the
+    # streaming estimator, logged, and the best checkpoint by VAL_SCORE is kept in <output>/best
+    val_dataset: str | None = None
+    val_every: int = 0
+    val_max_episodes: int | None = None
     threads: int | None = None
     resume: bool = False
     progress_bar: bool = True
@@ -93,6 +113,8 @@ class TrainConfig:
         checks = [("steps", self.steps >= 1), ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
                   ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1), ("warmup_steps", self.warmup_steps >= 0),
                   ("grad_clip", self.grad_clip > 0), ("lambda_video", self.lambda_video >= 0),
+                  ("segment_weight", self.segment_weight > 0), ("ema_decay", 0 <= self.ema_decay < 1),
+                  ("val_every", self.val_every >= 0),
                   ("prefix_random_p", 0 <= self.prefix_random_p <= 1),
                   ("rewind_ratio + plateau_ratio", 0 <= self.rewind_ratio and 0 <= self.plateau_ratio
                    and self.rewind_ratio + self.plateau_ratio <= 1)]
@@ -167,6 +189,7 @@ class EpisodeStore:
     stride: int
     skipped_short: int = 0
     sources: list[dict] = field(default_factory=list)
+    segment_mask: np.ndarray | None = None  # [N] bool: frame inside a labelled non-progress segment
 
     @property
     def num_episodes(self) -> int:
@@ -189,6 +212,7 @@ def load_training_data(datasets: Sequence[str], image_size: tuple[int, int], h: 
         raise TrainDataError("no training dataset given (expected one or more local LeRobot v3 dataset roots)")
     frames_all: list[torch.Tensor] = []
     values_all: list[np.ndarray] = []
+    masks_all: list[np.ndarray] = []
     starts, lengths, text_ids, texts = [], [], [], []
     skipped = 0
     sources = []
@@ -237,6 +261,10 @@ def load_training_data(datasets: Sequence[str], image_size: tuple[int, int], h: 
                     texts.append(ep.task)
                 frames_all.append(_resize_uint8(ep.frames, image_size))
                 values_all.append(np.clip(np.asarray(ep.gt, dtype=np.float32), 0.0, 1.0))
+                mask = np.zeros(T, dtype=bool)
+                for a, b_ in list(ep.hesitation_segments) + list(ep.retry_segments):
+                    mask[int(a):int(b_) + 1] = True
+                masks_all.append(mask)
                 starts.append(row)
                 lengths.append(T)
                 text_ids.append(texts.index(ep.task))
@@ -251,7 +279,30 @@ def load_training_data(datasets: Sequence[str], image_size: tuple[int, int], h: 
         raise TrainDataError(f"no usable episodes in {list(datasets)} (skipped {skipped} shorter than one window)")
     return EpisodeStore(frames=torch.cat(frames_all), values=np.concatenate(values_all), starts=np.array(starts),
                         lengths=np.array(lengths), text_ids=np.array(text_ids), texts=texts, stride=int(stride),
-                        skipped_short=skipped, sources=sources)
+                        skipped_short=skipped, sources=sources, segment_mask=np.concatenate(masks_all))
+
+
+def clip_end_weights(store: EpisodeStore, h: int, segment_weight: float) -> np.ndarray | None:
+    """Sampling probabilities of clip ends over all frames of `store`, or None for the uniform
+    sampling (segment_weight 1, or no labelled segments).
+
+    A clip ending at frame `end` has its h current frames at end - (h - 1) * stride ... end; it gets
+    weight `segment_weight` when any of them lies in a labelled non-progress segment, else 1."""
+    mask = store.segment_mask
+    if segment_weight == 1.0 or mask is None or not mask.any():
+        return None
+    span = (h - 1) * store.stride
+    w = np.ones(len(mask), dtype=np.float64)
+    for e, (a, T) in enumerate(zip(store.starts, store.lengths)):
+        m = mask[a:a + T]
+        if not m.any():
+            continue
+        # touched[end] = any(m[end - span : end + 1])
+        c = np.concatenate([[0], np.cumsum(m)])
+        ends = np.arange(T)
+        touched = (c[ends + 1] - c[np.maximum(0, ends - span)]) > 0
+        w[a:a + T][touched] = segment_weight
+    return w / w.sum()
 
 
 class ClipSampler:
@@ -264,6 +315,7 @@ class ClipSampler:
         self.rng = random.Random(seed)
         self.weights = store.lengths / store.lengths.sum()
         self.np_rng = np.random.default_rng(seed)
+        self.row_p = clip_end_weights(store, h, cfg.segment_weight)
 
     def state(self) -> dict:
         return {"rng": self.rng.getstate(), "np_rng": self.np_rng.bit_generator.state}
@@ -279,9 +331,12 @@ class ClipSampler:
         prefix = np.empty(batch_size, dtype=np.float32)
         targets = np.empty((batch_size, self.h), dtype=np.float32)
         text_ids = np.empty(batch_size, dtype=np.int64)
+        if self.row_p is not None:  # segment-weighted: draw clip ends over all frames
+            ends = self.np_rng.choice(len(self.row_p), size=batch_size, p=self.row_p)
+            eps = np.searchsorted(s.starts, ends, side="right") - 1
         for b, e in enumerate(eps):
             T = int(s.lengths[e])
-            end = self.rng.randrange(T)
+            end = int(ends[b] - s.starts[e]) if self.row_p is not None else self.rng.randrange(T)
             idx = clip_indices(end, T, self.h, s.stride)
             idx = rewind_indices(idx, choose_rewind_mode(self.rng, self.cfg.rewind_ratio, self.cfg.plateau_ratio))
             r = s.starts[e] + idx
@@ -298,6 +353,58 @@ class ClipSampler:
 
 # ---------------------------------------------------------------------------------------
 # loop
+
+
+class WeightEMA:
+    """Exponential moving average of a model's floating-point weights and buffers.
+
+    decay_t = min(decay, (1 + t) / (10 + t)) so that the average is not dominated by the
+    random initialisation early on."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = float(decay)
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+
+    def rate(self, step: int) -> float:
+        return min(self.decay, (1.0 + step) / (10.0 + step))
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        w = 1.0 - self.rate(step)
+        sd = model.state_dict()
+        for k, v in self.shadow.items():
+            v.lerp_(sd[k].detach(), w)
+
+    @contextmanager
+    def applied(self, model: torch.nn.Module):
+        """Temporarily load the averaged weights into `model` (the raw ones come back after)."""
+        backup = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.shadow}
+        model.load_state_dict(self.shadow, strict=False)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(backup, strict=False)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "shadow": {k: v.clone() for k, v in self.shadow.items()}}
+
+    def load_state_dict(self, st: dict) -> None:
+        missing = set(self.shadow) - set(st["shadow"])
+        if missing:
+            raise ValueError(f"EMA state lacks {sorted(missing)[:3]}... (was it saved by another model?)")
+        self.shadow = {k: st["shadow"][k].clone() for k in self.shadow}
+
+
+#: validation score used to keep the best checkpoint: higher is better. A hesitation RMSE of
+#: 0.05 costs as much as 0.2 of Retry-VOC; a metric the split cannot measure counts 0.
+VAL_SCORE = "retry_voc + expert_voc - 4 * hesitation_rmse"
+
+
+def validation_score(metrics: dict[str, float]) -> float:
+    def g(k):
+        v = metrics.get(k)
+        return 0.0 if v is None or not math.isfinite(v) else float(v)
+    return g("retry_voc") + g("expert_voc") - 4.0 * g("hesitation_rmse")
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -331,13 +438,33 @@ def train(cfg: TrainConfig, store: EpisodeStore | None = None, log=print) -> dic
     if store is None:
         store = load_training_data(cfg.datasets, mcfg.image_size, mcfg.h, mcfg.sample_fps, cfg.camera_key,
                                    cfg.progress_key, cfg.max_episodes, progress=cfg.progress_bar, log=log)
+    val_eps = None
+    if cfg.val_dataset:
+        from wvm_ros.core.evaluation import DatasetError, load_lerobot_episodes
+
+        try:
+            val_eps = load_lerobot_episodes(cfg.val_dataset, max_episodes=cfg.val_max_episodes, progress=False)
+        except DatasetError as e:
+            raise TrainDataError(f"validation dataset: {e}") from e
+        log(f"[wvm train] validation: {len(val_eps)} episodes of {cfg.val_dataset}, best by {VAL_SCORE}")
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     texts = torch.cat([model.embed_text(t) for t in store.texts])          # [n_texts, L, D] (L = 1 for MiniLM)
     sampler = ClipSampler(store, mcfg.h, cfg, cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     step = 0
     history: list[dict] = []
+    val_history: list[dict] = []
+    best: dict = {"score": None, "step": None}
     if resume_state is not None:
+        if ema is not None:
+            if "model_raw" in resume_state and "ema" in resume_state:
+                model.load_state_dict(resume_state["model_raw"])   # the file holds the averaged weights
+                ema.load_state_dict(resume_state["ema"])
+            else:
+                ema = WeightEMA(model, cfg.ema_decay)
+        val_history = list(resume_state.get("val_history", []))
+        best = dict(resume_state.get("best", best))
         opt.load_state_dict(resume_state["optimizer"])
         sched.load_state_dict(resume_state["scheduler"])
         sampler.set_state(resume_state["sampler"])
@@ -347,13 +474,47 @@ def train(cfg: TrainConfig, store: EpisodeStore | None = None, log=print) -> dic
     log(f"[wvm train] {store.num_episodes} episodes, {len(store.frames)} frames, stride {store.stride}, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters, lambda_video={cfg.lambda_video}")
 
+    def averaged():
+        return ema.applied(model) if ema is not None else nullcontext(model)
+
     def save(tag: str) -> str:
         meta = {"train_config": cfg.to_dict(), "step": step, "data": store.sources,
-                "skipped_short_episodes": store.skipped_short, "history_tail": history[-5:], "saved": tag}
+                "skipped_short_episodes": store.skipped_short, "history_tail": history[-5:], "saved": tag,
+                "weights": f"EMA (decay {cfg.ema_decay})" if ema is not None else "raw",
+                "val_tail": val_history[-3:], "best": best if val_eps is not None else None}
         state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                  "sampler": sampler.state(), "torch_rng": torch.get_rng_state(), "history": history,
-                 "train_config": cfg.to_dict()}
-        return save_checkpoint(model, out, meta=meta, training_state=state)
+                 "val_history": val_history, "best": best, "train_config": cfg.to_dict()}
+        if ema is not None:
+            state["model_raw"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            state["ema"] = ema.state_dict()
+        with averaged():
+            return save_checkpoint(model, out, meta=meta, training_state=state)
+
+    def validate() -> None:
+        from wvm_ros.core.evaluation import evaluate, streaming_method
+
+        t_val = time.perf_counter()
+        model.eval()
+        try:
+            with averaged():
+                rep = evaluate(val_eps, [streaming_method(model)], progress=False)
+                overall = rep.results["wvm"].aggregate.overall
+                metrics = {k: (None if not math.isfinite(v) else round(float(v), 4)) for k, v in overall.items()}
+                score = validation_score(overall)
+                rec = {"step": step, **metrics, "score": round(score, 4)}
+                val_history.append(rec)
+                if best["score"] is None or score > best["score"]:
+                    best.update(score=score, step=step, metrics=metrics)
+                    save_checkpoint(model, out / "best", meta={
+                        "train_config": cfg.to_dict(), "step": step, "data": store.sources, "saved": "best",
+                        "val": {"dataset": cfg.val_dataset, "score": VAL_SCORE, **rec},
+                        "weights": f"EMA (decay {cfg.ema_decay})" if ema is not None else "raw"})
+        finally:
+            model.train()
+        log(f"[wvm train] step {step}: val Expert-VOC {metrics.get('expert_voc')} Retry-VOC "
+            f"{metrics.get('retry_voc')} Hes-RMSE {metrics.get('hesitation_rmse')} score {score:.3f} "
+            f"(best {best['score']:.3f} at step {best['step']}; {time.perf_counter() - t_val:.0f} s)")
 
     bar = tqdm(total=cfg.steps, initial=step, desc="wvm train", unit="step", disable=not cfg.progress_bar,
                dynamic_ncols=True)
@@ -374,6 +535,8 @@ def train(cfg: TrainConfig, store: EpisodeStore | None = None, log=print) -> dic
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update(model, step)
         step += 1
         seen += cfg.batch_size
         for k in acc:
@@ -389,12 +552,21 @@ def train(cfg: TrainConfig, store: EpisodeStore | None = None, log=print) -> dic
             acc = {k: 0.0 for k in acc}
             n_acc = 0
         bar.update(1)
+        val_every = cfg.val_every or cfg.save_every
+        if val_eps is not None and val_every and step % val_every == 0 and step < cfg.steps:
+            validate()
         if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
             ckpt_id = save(f"step {step}")
     bar.close()
+    if val_eps is not None and (not val_history or val_history[-1]["step"] != step):
+        validate()
     model.eval()
     ckpt_id = save("final")
     wall = time.perf_counter() - t0
-    (out / "train_log.json").write_text(json.dumps({"history": history, "wall_s": wall}, indent=1) + "\n")
-    log(f"[wvm train] done: {step} steps in {wall:.0f} s, checkpoint {out} ({ckpt_id})")
-    return {"checkpoint": str(out), "checkpoint_id": ckpt_id, "steps": step, "wall_s": wall, "history": history}
+    (out / "train_log.json").write_text(json.dumps({"history": history, "val_history": val_history,
+                                                    "best": best if val_eps is not None else None,
+                                                    "wall_s": wall}, indent=1, default=float) + "\n")
+    log(f"[wvm train] done: {step} steps in {wall:.0f} s, checkpoint {out} ({ckpt_id})"
+        + (f"; best on validation: step {best['step']} -> {out / 'best'}" if val_eps is not None else ""))
+    return {"checkpoint": str(out), "checkpoint_id": ckpt_id, "steps": step, "wall_s": wall, "history": history,
+            "val_history": val_history, "best": best if val_eps is not None else None}
