@@ -89,3 +89,28 @@ def test_label_rejects_unusable_attempts():
     states[12:, 2] = np.linspace(100, 0, T - 12)
     prog, segs, why = _label(ro([("hesitation", 7, 12)]), "hesitation", 20.0)
     assert why is None and prog[7] == prog[12]
+
+
+def test_sim_collect_after_success_keeps_recording_with_progress_one(tmp_path, capsys):
+    out = tmp_path / "pusht"
+    rc = main(["sim-collect", "--output", str(out), "--episodes", "2", "--kinds", "expert,retry", "--seed", "0",
+               "--image-size", "32", "--video", "no", "--quiet", "--after-success-s", "1.5"])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["after_success_s"] == 1.5
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    table = LeRobotDataset("local/pusht_wvm", root=out).hf_dataset.with_format("numpy")
+    for m in read_episode_metadata(out):
+        sl = slice(m["index_from"], m["index_from"] + m["length"])
+        prog = np.asarray(table["progress"][sl]).reshape(-1)
+        k = m["first_success_frame"]
+        assert m["length"] == k + 1 + 15                     # 1.5 s at 10 fps past the first solved frame
+        np.testing.assert_allclose(prog[k:], 1.0)
+        assert np.all(prog[:k] < 1.0) and prog[0] == 0.0
+        if m["kind"] == "expert":                           # the paper's curve over frames 0..k
+            np.testing.assert_allclose(prog[:k + 1], np.arange(k + 1) / k, atol=1e-6)
+        else:
+            m_, n_ = m["segment"]
+            np.testing.assert_allclose(prog[:k + 1], retry_progress(k + 1, m_, n_), atol=1e-6)
+    assert main(["sim-collect", "--output", str(tmp_path / "x"), "--after-success-s", "-1", "--quiet"]) == 2
+    assert "--after-success-s" in capsys.readouterr().err

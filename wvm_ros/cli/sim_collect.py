@@ -14,6 +14,8 @@ retry; for random and stuck, which the paper does not define, it is the simulato
 coverage-based progress. The coverage-based progress is always stored as
 `progress_coverage`. Attempts of the first three kinds that do not succeed within
 --max-seconds are dropped and re-drawn with the next seed (counted in the summary).
+--after-success-s S keeps recording S seconds past the first success while the policy keeps
+acting (what a robot shows until a success detector stops it), with progress 1 there.
 See docs/simulator.md for the schema.
 """
 from __future__ import annotations
@@ -71,6 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-retry-setback", type=float, default=20.0, metavar="PX",
                    help="keep a retry attempt only if its bad push moved the block at least this much "
                         "further from the goal (pose error in px, see docs/simulator.md; default 20)")
+    p.add_argument("--after-success-s", type=float, default=0.0, metavar="S",
+                   help="keep recording S seconds after the first success while the policy keeps acting "
+                        "(progress 1 there; default 0 = stop at success, the paper's trajectories)")
     p.add_argument("--value-horizon", type=int, default=4, help="length h of the per-frame value_chunk (default 4)")
     p.add_argument("--task", default=DEFAULT_TASK, help="language instruction stored with every frame")
     p.add_argument("--repo-id", default="local/pusht_wvm", help="LeRobot repo id stored in the dataset")
@@ -86,13 +91,18 @@ def _label(ro, kind: str, min_retry_setback: float):
     from wvm_ros.core.sim.pusht import pose_error
 
     segs = [sg for sg in ro.segments if sg[0] != "progress"]
-    T = ro.length
     if kind in ("expert", "hesitation", "retry") and not ro.solved:
         return None, None, "not solved"
-    if kind == "expert":
-        return ground_truth_progress(T, "expert"), segs, None
     if kind in ("random", "stuck"):
         return ro.progress_coverage.astype(np.float32), segs, None
+    # the paper's curve runs from the first frame to the first solved frame; frames recorded
+    # after it (--after-success-s) show the solved scene: progress 1
+    T = ro.length if ro.first_success_frame is None else ro.first_success_frame + 1
+    after = np.ones(ro.length - T, dtype=np.float32)
+    if any(m >= T - 1 for _, m, _n in segs):
+        return None, None, f"{kind} not reached before success"
+    if kind == "expert":
+        return np.concatenate([ground_truth_progress(T, "expert"), after]), segs, None
     if len(segs) != 1:
         return None, None, f"{kind} not reached before success"
     _, m, n = segs[0]
@@ -102,7 +112,7 @@ def _label(ro, kind: str, min_retry_setback: float):
     if kind == "hesitation" and abs(change) > 5.0:
         return None, None, "block moved during hesitation"
     try:
-        return ground_truth_progress(T, kind, (m, n)), segs, None
+        return np.concatenate([ground_truth_progress(T, kind, (m, n)), after]), segs, None
     except ValueError:
         return None, None, f"{kind} segment has no paper ground truth (T - 2x <= 0)"
 
@@ -144,7 +154,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from wvm_ros.core.sim.rollout import EPISODE_KINDS
 
+    if args.after_success_s < 0:
+        print(f"wvm sim-collect: --after-success-s: expected >= 0, got {args.after_success_s}", file=sys.stderr)
+        return 2
     max_steps = max(1, int(round(args.max_seconds * args.fps)))
+    after_steps = int(round(args.after_success_s * args.fps))
     rng = np.random.default_rng(args.seed)
     seed = args.seed
     stats = {k: {"kept": 0, "attempts": 0, "solved": 0, "rejected": 0} for k in args.kinds}
@@ -166,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 injections = plan_injection(kind, exp.length, args.fps, rng)
                 stats[kind]["attempts"] += 1
-                ro = rollout(sim, ScriptedPushTPolicy(injections, seed=s), s, max_steps, render=True)
+                ro = rollout(sim, ScriptedPushTPolicy(injections, seed=s), s, max_steps, render=True,
+                             steps_after_success=after_steps)
                 stats[kind]["solved"] += ro.solved
                 progress, segs, why = _label(ro, kind, args.min_retry_setback)
                 if progress is None:
@@ -189,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
                 )
             meta = {"kind": kind, "seed": s, "solved": ro.solved, "segments": [list(sg) for sg in segs],
                     "segment": list(segs[0][1:]) if segs else None, "start_coverage": float(ro.coverage[0]),
-                    "final_coverage": float(ro.coverage[-1]), "difficulty": args.difficulty}
+                    "final_coverage": float(ro.coverage[-1]), "difficulty": args.difficulty,
+                    "first_success_frame": ro.first_success_frame, "after_success_s": args.after_success_s}
             writer.end_episode(overrides={"progress": progress, "value_chunk": value_chunks(progress, args.value_horizon)},
                                metadata=meta)
             stats[kind]["kept"] += 1
@@ -207,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         "video": writer.use_videos, "video_note": writer.video_note,
         "scripted_expert_success": {"solved": expert_solved, "attempts": expert_trials,
                                     "rate": expert_solved / max(expert_trials, 1)},
-        "per_kind": stats, "rejected_because": reasons, "wall_s": round(wall, 2), "fps": args.fps, "image_size": list(args.image_size),
+        "per_kind": stats, "rejected_because": reasons, "wall_s": round(wall, 2), "fps": args.fps, "after_success_s": args.after_success_s, "image_size": list(args.image_size),
         "difficulty": args.difficulty, "seed": args.seed, "segment_codes": list(SEGMENT_KINDS),
         "kind_codes": list(EPISODE_KINDS),
     }

@@ -31,6 +31,9 @@ class Rollout:
     segments: list[tuple[str, int, int]]
     solved: bool
     frames: list[np.ndarray] = field(default_factory=list)  # (H, W, 3) uint8 when rendered
+    # index of the first frame that shows the solved scene (None: never solved); frames after it
+    # exist only with steps_after_success > 0
+    first_success_frame: int | None = None
 
     @property
     def length(self) -> int:
@@ -38,11 +41,21 @@ class Rollout:
 
 
 def rollout(sim: PushTSim, policy: ScriptedPushTPolicy, seed: int, max_steps: int, render: bool = True,
-            stop_on_success: bool = True) -> Rollout:
+            stop_on_success: bool = True, steps_after_success: int = 0) -> Rollout:
+    """Run `policy` from the scene of `seed` for at most `max_steps` actions.
+
+    stop_on_success: end at the first success (the last frame shows the solved scene), or,
+    with steps_after_success = K > 0, K actions later: the policy keeps acting on the solved
+    scene, as it does on a robot until a success detector stops it."""
+    if steps_after_success < 0:
+        raise ValueError(f"steps_after_success: expected >= 0, got {steps_after_success}")
     state = sim.reset(seed)
     policy.reset(seed)
     states, vels, actions, cov, prog, codes, succ, frames = [], [], [], [], [], [], [], []
-    for _ in range(max_steps):
+    first_success: int | None = None
+    for _ in range(max_steps + steps_after_success):
+        if first_success is None and len(states) >= max_steps:
+            break
         if render:
             frames.append(sim.render())
         states.append(state)
@@ -55,7 +68,9 @@ def rollout(sim: PushTSim, policy: ScriptedPushTPolicy, seed: int, max_steps: in
         r = sim.step(a)
         succ.append(r.success)
         state = r.state
-        if r.success and stop_on_success:
+        if r.success and first_success is None:
+            first_success = len(states)  # the next frame shows the solved scene
+        if stop_on_success and first_success is not None and len(states) >= first_success + steps_after_success:
             break
     # the last observation (solved scene, or where the time ran out)
     if render:
@@ -65,13 +80,14 @@ def rollout(sim: PushTSim, policy: ScriptedPushTPolicy, seed: int, max_steps: in
     cov.append(sim.coverage)
     prog.append(sim.progress)
     actions.append(state[:2].copy())
-    codes.append(SEGMENT_KINDS.index("progress") if sim.success else codes[-1])
+    codes.append(SEGMENT_KINDS.index("progress") if sim.success or first_success is not None else codes[-1])
     succ.append(sim.success)
     segments = policy.finish()
     return Rollout(
         states=np.array(states), velocities=np.array(vels), actions=np.array(actions, dtype=np.float64),
         coverage=np.array(cov), progress_coverage=np.array(prog), segment_codes=np.array(codes, dtype=np.int64),
-        success=np.array(succ, dtype=bool), segments=segments, solved=bool(sim.success), frames=frames,
+        success=np.array(succ, dtype=bool), segments=segments, solved=bool(sim.success or first_success is not None),
+        frames=frames, first_success_frame=first_success,
     )
 
 
