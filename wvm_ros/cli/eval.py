@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training the single-frame baseline (before evaluating)")
     g.add_argument("--train-baseline", action="store_true",
                    help="train the single-frame regressor on --train-dataset and save it to --baseline-checkpoint")
-    g.add_argument("--train-dataset", help="LeRobot dataset root the WVM was trained on")
+    g.add_argument("--train-dataset", action="append", metavar="ROOT",
+                   help="LeRobot dataset root the WVM was trained on (repeatable)")
     g.add_argument("--baseline-target", choices=["progress", "time"], default="progress",
                    help="progress: the dataset's --gt-key column when present, as the WVM trainer does "
                         "(default); time: t / (T - 1)")
@@ -171,23 +172,25 @@ def _train_baseline(args, progress: bool) -> int:
 
     # the WVM trainer's targets (wvm_ros.core.train): the dataset's progress column, else t / (T - 1)
     gt_key = args.gt_key if args.baseline_target == "progress" else None
-    try:
-        eps = E.load_lerobot_episodes(args.train_dataset, camera_key=args.camera_key, gt_key=gt_key,
-                                      progress=progress)
-        target_note = f"dataset column {gt_key!r}" if gt_key else "t / (T - 1)"
-    except E.DatasetError as e:
-        if gt_key is None or "no ground-truth column" not in str(e):
-            raise
-        print(f"wvm eval: {e}; training on t / (T - 1) instead", file=sys.stderr)
-        eps = E.load_lerobot_episodes(args.train_dataset, camera_key=args.camera_key, gt_key=None, progress=progress)
-        target_note = "t / (T - 1)"
+    eps, notes = [], []
+    for root in args.train_dataset:
+        try:
+            eps += E.load_lerobot_episodes(root, camera_key=args.camera_key, gt_key=gt_key, progress=progress)
+            notes.append(f"dataset column {gt_key!r}" if gt_key else "t / (T - 1)")
+        except E.DatasetError as e:
+            if gt_key is None or "no ground-truth column" not in str(e):
+                raise
+            print(f"wvm eval: {e}; training on t / (T - 1) instead", file=sys.stderr)
+            eps += E.load_lerobot_episodes(root, camera_key=args.camera_key, gt_key=None, progress=progress)
+            notes.append("t / (T - 1)")
+    target_note = ", ".join(sorted(set(notes)))
     cfg = SingleFrameConfig(image_size=tuple(args.baseline_image_size), channels=tuple(args.baseline_channels),
                             hidden=args.baseline_hidden, convs_per_stage=args.baseline_convs_per_stage)
     model, res = train_single_frame([e.frames for e in eps], targets=[e.gt for e in eps], config=cfg,
                                     steps=args.baseline_steps,
                                     batch_size=args.baseline_batch_size, lr=args.baseline_lr, seed=args.seed,
                                     progress=progress)
-    training = {"dataset": str(args.train_dataset), "episodes": res.num_episodes, "frames": res.num_frames,
+    training = {"dataset": ", ".join(str(d) for d in args.train_dataset), "episodes": res.num_episodes, "frames": res.num_frames,
                 "steps": res.steps, "batch_size": args.baseline_batch_size, "lr": args.baseline_lr,
                 "seed": args.seed, "target": target_note, "first_loss": round(res.first_loss, 5),
                 "final_loss": round(res.final_loss, 5), "seconds": round(res.seconds, 1),
