@@ -92,3 +92,36 @@ def test_evaluate_bad_input():
         E.evaluate(eps, [E.Method("short", lambda ep: np.zeros(3))], progress=False)
     with pytest.raises(E.DatasetError, match="ground-truth"):
         E.EvalEpisode(0, "t", "expert", np.zeros((3, 4, 4, 3), np.uint8), np.arange(3), np.zeros(2))
+
+
+def test_offline_method_averages_every_window_that_covers_a_frame():
+    """The offline scores use each sampled frame's average over all windows covering it (later
+    windows included); the online ones only what was known when the frame arrived."""
+    from wvm_ros.core.model import build_model, preset_config
+
+    torch.manual_seed(0)
+    model = build_model(preset_config("tiny", num_layers=1, video_hidden=64, num_heads=2, video_ffn=128,
+                                      value_hidden=32, value_ffn=64, encoder_channels=[8, 16, 32],
+                                      latent_channels=8, image_size=[32, 32])).eval()
+    eps = synthetic_episodes(T=30, size=32)
+    rep = E.evaluate(eps, [E.streaming_method(model), E.offline_method(model)], progress=False)
+    on, off = rep.results["wvm"].predictions, rep.results["wvm_offline"].predictions
+    h = model.config.h
+    for ep in eps:
+        # replay the windows by hand: sample k gets chunk position j of the window ending at k - j + h - 1
+        from wvm_ros.core.streaming import StreamingValueEstimator
+
+        est = StreamingValueEstimator(model, ep.task)
+        chunks, sample_of = {}, []
+        for i in range(ep.num_frames):
+            before = est.num_sampled
+            r = est.push(ep.frames[i], float(ep.timestamps[i]))
+            if est.num_sampled > before and r is not None:
+                chunks[est.num_sampled - 1] = r.chunk
+            sample_of.append(est.num_sampled - 1)
+        for i, k in enumerate(sample_of):
+            covering = [chunks[w][h - 1 - (w - k)] for w in range(k, k + h) if w in chunks]
+            assert off[ep.episode_index][i] == pytest.approx(float(np.clip(np.mean(covering), 0, 1)), abs=1e-5)
+        assert np.isfinite(off[ep.episode_index]).all()          # the first frames are covered too
+        assert np.isnan(on[ep.episode_index][0])                 # online: nothing before the warm-up
+    assert "not causal" in rep.results["wvm_offline"].summary()["info"]["protocol"]

@@ -106,7 +106,7 @@ def test_cli_end_to_end(dataset, tmp_path, capsys):
     js = json.loads((tmp_path / "out" / "metrics.json").read_text())
     for k in ("expert_voc", "retry_voc", "hesitation_rmse"):
         assert k in js and (js[k] is None or -1 <= js[k] <= 1 + 1e-9)
-    assert set(js["baselines"]) == {"wvm_no_video", "single_frame", "blind_clock"}
+    assert set(js["baselines"]) == {"wvm_offline", "wvm_no_video", "single_frame", "blind_clock"}
     assert js["baselines"]["blind_clock"]["expert_voc"] == pytest.approx(1.0)
     assert js["baselines"]["blind_clock"]["retry_voc"] == pytest.approx(-1.0)
     assert js["model"]["info"]["checkpoint"] == str(ck)

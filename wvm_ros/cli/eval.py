@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline-checkpoint", help=f"single-frame regressor checkpoint (default {DEFAULT_BASELINE} if present)")
     p.add_argument("--no-video-checkpoint", help=f"WVM trained with lambda=0 (default {DEFAULT_NO_VIDEO} if present)")
     p.add_argument("--no-baselines", action="store_true", help="only the model and the blind clock")
+    p.add_argument("--no-offline", action="store_true",
+                   help="leave out the model's offline (overlap-averaged, non-causal) scores")
     p.add_argument("--preset", default=None, help="WVM preset the checkpoints were trained with (default: from the checkpoint)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1,
@@ -133,6 +135,8 @@ def _run(args: argparse.Namespace) -> int:
     except ModelLoadError as e:
         return _err(str(e))
     methods.append(E.streaming_method(model, "wvm", {"checkpoint": str(ck)}))
+    if not args.no_offline:
+        methods.append(E.offline_method(model, info={"checkpoint": str(ck)}))
 
     if not args.no_baselines:
         nv = args.no_video_checkpoint or (str(DEFAULT_NO_VIDEO) if DEFAULT_NO_VIDEO.exists() else None)

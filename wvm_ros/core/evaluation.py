@@ -38,6 +38,7 @@ __all__ = [
     "clock_method",
     "single_frame_method",
     "streaming_method",
+    "offline_method",
     "evaluate",
     "write_report",
     "METHOD_LABELS",
@@ -45,6 +46,7 @@ __all__ = [
 
 METHOD_LABELS = {
     "wvm": "WVM",
+    "wvm_offline": "WVM, offline (overlap-averaged)",
     "wvm_no_video": "WVM without video loss",
     "single_frame": "single-frame regressor",
     "blind_clock": "blind clock",
@@ -143,6 +145,21 @@ def streaming_method(model, name: str = "wvm", info: dict | None = None) -> Meth
         base["num_parameters"] = int(sum(p.numel() for p in model.parameters()))
     except Exception:
         pass
+    return Method(name, predict, {**base, **(info or {})})
+
+
+def offline_method(model, name: str = "wvm_offline", info: dict | None = None) -> Method:
+    """The same WVM scored on its offline estimates: every sampled frame gets the average of
+    all the windows that cover it (up to h, later windows included), as the paper's inference
+    describes ("windows overlap; overlapping predictions are averaged"). Not causal: a live
+    node cannot publish these (it reports the newest window's estimate, `streaming_method`)."""
+    from wvm_ros.core.streaming import estimate_episode
+
+    def predict(ep: EvalEpisode) -> np.ndarray:
+        return estimate_episode(model, ep.frames, ep.timestamps, ep.task)["smoothed"].astype(np.float64)
+
+    base = {"checkpoint_id": getattr(model, "checkpoint_id", "?"), "preset": getattr(model, "name", "?"),
+            "protocol": "offline: overlap-averaged over all windows covering a frame (not causal)"}
     return Method(name, predict, {**base, **(info or {})})
 
 
