@@ -513,7 +513,7 @@ def write_plots(report: EvalReport, out_dir: Path, per_kind: int = 2) -> list[Pa
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    styles = {"wvm": ("tab:blue", "-"), "wvm_no_video": ("tab:purple", "-"),
+    styles = {"wvm": ("tab:blue", "-"), "wvm_offline": ("tab:cyan", "--"), "wvm_no_video": ("tab:purple", "-"),
               "single_frame": ("tab:orange", "-"), "blind_clock": ("tab:gray", ":")}
     for ep in _pick_episodes(report.episodes, per_kind):
         fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
