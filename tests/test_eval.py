@@ -125,3 +125,34 @@ def test_offline_method_averages_every_window_that_covers_a_frame():
         assert np.isfinite(off[ep.episode_index]).all()          # the first frames are covered too
         assert np.isnan(on[ep.episode_index][0])                 # online: nothing before the warm-up
     assert "not causal" in rep.results["wvm_offline"].summary()["info"]["protocol"]
+
+
+def test_offline_scores_from_the_live_pass_equal_a_separate_pass_dense_too():
+    """`wvm eval` takes the offline scores from the live method's pass (keep_offline /
+    from_live); they equal a separate offline pass, at 2 Hz and at 10 estimates/s, and the
+    dense live estimates equal a by-hand StreamingValueEstimator replay."""
+    from wvm_ros.core.model import build_model, preset_config
+    from wvm_ros.core.streaming import StreamingValueEstimator
+
+    torch.manual_seed(1)
+    model = build_model(preset_config("tiny", num_layers=1, video_hidden=64, num_heads=2, video_ffn=128,
+                                      value_hidden=32, value_ffn=64, encoder_channels=[8, 16, 32],
+                                      latent_channels=8, image_size=[32, 32])).eval()
+    eps = synthetic_episodes(T=30, size=32)
+    for fps in (None, 10.0):
+        shared: dict = {}
+        rep = E.evaluate(eps, [E.streaming_method(model, estimate_fps=fps, keep_offline=shared),
+                               E.offline_method(model, estimate_fps=fps, from_live=shared),
+                               E.offline_method(model, "separate", estimate_fps=fps)], progress=False)
+        assert shared == {}                                        # every episode was taken over
+        for ep in eps:
+            np.testing.assert_allclose(rep.results["wvm_offline"].predictions[ep.episode_index],
+                                       rep.results["separate"].predictions[ep.episode_index], atol=1e-7)
+            est = StreamingValueEstimator(model, ep.task, estimate_fps=fps)
+            by_hand, last = [], np.nan
+            for i in range(ep.num_frames):
+                r = est.push(ep.frames[i], float(ep.timestamps[i]))
+                last = r.progress if r is not None else last
+                by_hand.append(last)
+            np.testing.assert_allclose(rep.results["wvm"].predictions[ep.episode_index], by_hand, atol=1e-7)
+        assert rep.results["wvm"].summary()["info"]["estimate_fps"] == (fps or model.config.sample_fps)

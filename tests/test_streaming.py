@@ -103,3 +103,53 @@ def test_estimate_episode_and_real_text(model):
     out = estimate_episode(model, fr, np.arange(20) * 0.25, "push the T onto the target")
     assert out["online"].shape == (20,) and np.isnan(out["online"][0]) and np.isfinite(out["online"][-1])
     assert out["sampled"].sum() == 10 and np.all((out["smoothed"] >= 0) & (out["smoothed"] <= 1))
+
+
+# ---- dense mode (estimate_fps a multiple of sample_fps) -------------------------------------
+def test_dense_every_frame_gets_an_estimate_from_a_2hz_window(model):
+    spy = Spy(model)
+    est = StreamingValueEstimator(spy, "t", estimate_fps=10.0)
+    assert est.k == 5
+    fr = frames(60, seed=3)
+    res = [est.push(fr[i], 10.0 + i * 0.1) for i in range(60)]
+    assert all(r is None for r in res[:5])                           # warm-up: 0.5 s, as at 2 Hz
+    assert all(isinstance(r, ValueEstimate) for r in res[5:])
+    assert len({r.stamp_s for r in res[5:]}) == 55                   # a new estimate at every frame
+    assert spy.encoded == 60                                          # each frame encoded once
+    lat = model.encode_frames(fr)
+    h = model.config.h
+    for call_no, n in enumerate(range(5, 60)):
+        window = spy.calls[call_no][0][0]
+        for j in range(1 + h):
+            src = n - (h - j) * 5                                     # frames 0.5 s apart, ending at n
+            assert torch.allclose(window[j], lat[max(src, 0)], atol=1e-5), (n, j)
+
+
+def test_dense_equals_sparse_on_the_sparse_grid(model):
+    """Windows ending on the 2 Hz grid see the same frames and (through their own phase) the
+    same prefix values as the paper's stream, so they give the same estimates there."""
+    fr = frames(80, seed=4)
+    stamps = [i * 0.1 for i in range(80)]
+    sparse = StreamingValueEstimator(model, "t")
+    dense = StreamingValueEstimator(model, "t", estimate_fps=10.0)
+    for i in range(80):
+        s, d = sparse.push(fr[i], stamps[i]), dense.push(fr[i], stamps[i])
+        if i % 5 == 0 and s is not None:
+            assert d.stamp_s == pytest.approx(s.stamp_s)
+            assert d.progress == pytest.approx(s.progress, abs=1e-5), i
+            np.testing.assert_allclose(d.chunk, s.chunk, atol=1e-5)
+
+
+def test_dense_with_a_slower_camera_uses_the_nearest_frames(model):
+    spy = Spy(model)
+    est = StreamingValueEstimator(spy, "t", estimate_fps=10.0)
+    fr = frames(20, seed=5)
+    res = [est.push(fr[i], i * 0.25) for i in range(20)]              # a 4 Hz camera
+    assert all(isinstance(r, ValueEstimate) for r in res[2:])        # from 0.5 s on, every frame
+    assert spy.encoded == 20
+
+
+@pytest.mark.parametrize("fps", [3.0, 1.0, 0.0, -2.0])
+def test_dense_rejects_rates_that_are_not_multiples(model, fps):
+    with pytest.raises(ValueError, match="estimate_fps must be a whole multiple"):
+        StreamingValueEstimator(model, "t", estimate_fps=fps)

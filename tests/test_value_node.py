@@ -56,6 +56,15 @@ def test_unreadable_checkpoint_exits(ros_env, procs, tmp_path):
     assert rc == 2 and str(bad) in child.log_tail(50)
 
 
+def test_estimate_fps_not_a_multiple_of_the_sampling_rate_exits_naming_it(ros_env, procs):
+    child = procs.start("wvm_value", node_cmd("wvm_ros.nodes.value_node", "-p", "checkpoint:=none",
+                                              "-p", "estimate_fps:=3.0"), env=ros_env)
+    rc = child.popen.wait(timeout=60)
+    log = child.log_tail(50)
+    assert rc == 2, log
+    assert "estimate_fps=3" in log and "whole multiple" in log and "sample_fps 2" in log, log
+
+
 def test_value_node_rejects_bad_frames_and_estimates_good_ones(ros_env, procs):
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None,
                         help="run this value model offline instead of using recorded values (needed for plain bags)")
     parser.add_argument("--preset", default="tiny", help="preset of --checkpoint (default %(default)s)")
+    parser.add_argument("--estimate-fps", type=float, default=10.0,
+                        help="with --checkpoint: value estimates per second, a multiple of the model's sample_fps "
+                             "(default 10, the value node's default; 0: one per sampled frame)")
     parser.add_argument("--fps", type=int, default=None, help="dataset fps (default: measured on the first bag)")
     parser.add_argument("--task", default=None, help="task text (default: from the bags)")
     parser.add_argument("--drop-failed", action="store_true", help="leave out attempts whose outcome is not success")
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
                           max_age_s=args.max_age_s, progress_max_age_s=args.progress_max_age_s)
         rep = convert_bags(args.bags, args.output, cfg=cfg, checkpoint=args.checkpoint, preset=args.preset,
                            fps=args.fps, keep_failed=not args.drop_failed, use_videos=bool(args.video),
-                           repo_id=args.repo_id, overwrite=args.overwrite, task=args.task)
+                           repo_id=args.repo_id, overwrite=args.overwrite, task=args.task,
+                           estimate_fps=args.estimate_fps if args.estimate_fps > 0 else None)
     except (ConversionError, ValueError, FileNotFoundError) as exc:
         print(f"wvm bag2lerobot: {exc}", file=sys.stderr)
         return 1

@@ -33,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-baselines", action="store_true", help="only the model and the blind clock")
     p.add_argument("--no-offline", action="store_true",
                    help="leave out the model's offline (overlap-averaged, non-causal) scores")
+    p.add_argument("--estimate-fps", type=float, default=10.0,
+                   help="WVM estimates per second: a multiple of the model's sample_fps; every frame taken at this "
+                        "rate gets its own estimate from a window at sample_fps spacing (default 10, the value "
+                        "node's default; 0: one estimate per sampled frame, the paper's stream)")
     p.add_argument("--preset", default=None, help="WVM preset the checkpoints were trained with (default: from the checkpoint)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1,
@@ -134,9 +138,17 @@ def _run(args: argparse.Namespace) -> int:
         model = _load_wvm(str(ck), args.preset, args.device)
     except ModelLoadError as e:
         return _err(str(e))
-    methods.append(E.streaming_method(model, "wvm", {"checkpoint": str(ck)}))
+    fps = args.estimate_fps if args.estimate_fps and args.estimate_fps > 0 else None
+    from wvm_ros.core.streaming import dense_factor
+
+    try:
+        dense_factor(float(model.config.sample_fps), fps)
+    except ValueError as e:
+        return _err(f"--estimate-fps {args.estimate_fps:g}: {e} (0: one estimate per sampled frame)")
+    shared = None if args.no_offline else {}      # the offline scores come from the same pass
+    methods.append(E.streaming_method(model, "wvm", {"checkpoint": str(ck)}, estimate_fps=fps, keep_offline=shared))
     if not args.no_offline:
-        methods.append(E.offline_method(model, info={"checkpoint": str(ck)}))
+        methods.append(E.offline_method(model, info={"checkpoint": str(ck)}, estimate_fps=fps, from_live=shared))
 
     if not args.no_baselines:
         nv = args.no_video_checkpoint or (str(DEFAULT_NO_VIDEO) if DEFAULT_NO_VIDEO.exists() else None)
@@ -148,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
                 return _err(f"--no-video-checkpoint {nv} does not exist (expected a WVM checkpoint trained with lambda=0)")
             try:
                 methods.append(E.streaming_method(_load_wvm(nv, args.preset, args.device), "wvm_no_video",
-                                                  {"checkpoint": _show(Path(nv))}))
+                                                  {"checkpoint": _show(Path(nv))}, estimate_fps=fps))
             except ModelLoadError as e:
                 return _err(str(e))
         bl = args.baseline_checkpoint or (str(DEFAULT_BASELINE) if DEFAULT_BASELINE.exists() else None)

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--p-stuck", type=float, default=0.3, help="per-attempt probability of a stuck policy")
     parser.add_argument("--p-random", type=float, default=0.15, help="per-attempt probability of random pushes")
     parser.add_argument("--p-hesitation", type=float, default=0.15, help="per-attempt probability of a hesitation")
+    parser.add_argument("--estimate-fps", type=float, default=10.0,
+                        help="estimates per second, a multiple of the model's sample_fps (default 10, the value "
+                             "node's default estimate_fps; 0: one estimate per sampled frame)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: far faster than torch's default on a shared CPU; 0: torch's default)")
     d = EpisodeConfig()
@@ -71,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
                                            if k not in ("max_attempts", "retries")})
         mix = InjectionMix(p_stuck=args.p_stuck, p_random=args.p_random, p_hesitation=args.p_hesitation)
         cfg = ExperimentConfig(episodes=args.episodes, seed=args.seed, max_attempts=args.max_attempts,
-                               difficulty=args.difficulty, episode=ecfg, injections=mix)
+                               difficulty=args.difficulty, episode=ecfg, injections=mix,
+                               estimate_fps=args.estimate_fps if args.estimate_fps > 0 else None)
     except ValueError as e:
         print(f"wvm experiment: {e}", file=sys.stderr)
         return 2
@@ -108,7 +112,7 @@ def _calibrate(model, cfg, out: Path) -> int:
     from wvm_ros.core.experiment import calibrate
 
     res = calibrate(model, [cfg.seed + i for i in range(cfg.episodes)], cfg.injections, cfg.difficulty, cfg.task,
-                    CAL_GRID, base=cfg.episode)
+                    CAL_GRID, base=cfg.episode, estimate_fps=cfg.estimate_fps)
     (out / "calibration.json").write_text(json.dumps(res, indent=1, default=float))
     cols = list(CAL_GRID) + ["median_delay_s", "p90_delay_s", "false_success_rate", "missed", "stuck_caught",
                              "false_failures_clean", "random_caught"]

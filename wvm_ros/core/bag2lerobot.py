@@ -624,7 +624,7 @@ def check_bags(bags: Sequence[Path], cfg: AlignConfig, need_progress: bool) -> N
         raise ConversionError("cannot convert: required topics are missing\n" + "\n".join(problems))
 
 
-def estimate_fps(bag: Path, topic: str) -> int:
+def measure_bag_fps(bag: Path, topic: str) -> int:
     ts = [t for _, _, t, _ in iter_bag(bag, [topic])]
     if len(ts) < 2:
         return 10
@@ -657,11 +657,13 @@ def convert_bags(bag_paths: Sequence[str | os.PathLike], output: str | os.PathLi
                  cfg: AlignConfig | None = None, checkpoint: str | None = None, preset: str = "tiny",
                  fps: int | None = None, keep_failed: bool = True, use_videos=False,
                  repo_id: str = "local/wvm_bags", overwrite: bool = False, task: str | None = None,
-                 progress_bar: bool = True) -> ConversionReport:
+                 progress_bar: bool = True, estimate_fps: float | None = 10.0) -> ConversionReport:
     """Convert bags (one attempt each) into one LeRobot dataset at `output`.
 
     Recorded values are used when the bags have them and no checkpoint is given; with a
-    checkpoint the value model runs offline over every bag. Nothing is left at `output`
+    checkpoint the value model runs offline over every bag, through the streaming estimator
+    at `estimate_fps` (the value node's default 10; None: one estimate per sampled frame),
+    i.e. what the value node would have published. Nothing is left at `output`
     when the conversion fails (it is built in a temporary folder next to it and moved).
     """
     from tqdm import tqdm
@@ -688,7 +690,10 @@ def convert_bags(bag_paths: Sequence[str | os.PathLike], output: str | os.PathLi
 
         model = load_value_model(checkpoint, preset=preset, device="cpu")
         values = f"offline:{model.name}:{model.checkpoint_id}"
-    fps = int(fps) if fps else estimate_fps(bags[0], cfg.reference_topic)
+        from wvm_ros.core.streaming import dense_factor
+
+        dense_factor(float(model.config.sample_fps), estimate_fps)   # ValueError names the rate
+    fps = int(fps) if fps else measure_bag_fps(bags[0], cfg.reference_topic)
 
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     if tmp.exists():
@@ -711,7 +716,7 @@ def convert_bags(bag_paths: Sequence[str | os.PathLike], output: str | os.PathLi
             if offline:
                 from wvm_ros.core.streaming import StreamingValueEstimator
 
-                est = StreamingValueEstimator(model, ep_task)
+                est = StreamingValueEstimator(model, ep_task, estimate_fps=estimate_fps)
             stats: list[AlignStats] = []
             prev: Frame | None = None
             n = 0

@@ -112,35 +112,25 @@ def single_frame_method(model, name: str = "single_frame", info: dict | None = N
     return Method(name, lambda ep: model.predict(ep.frames).astype(np.float64), {**base, **(info or {})})
 
 
-def streaming_method(model, name: str = "wvm", info: dict | None = None) -> Method:
+def streaming_method(model, name: str = "wvm", info: dict | None = None,
+                     estimate_fps: float | None = None, keep_offline: dict | None = None) -> Method:
     """Run a WVM through `StreamingValueEstimator`, exactly as the value node does.
 
     Every frame is pushed with its dataset timestamp; a frame's prediction is the estimate
-    returned by that push (or the latest estimate if the push returned none after warm-up);
-    frames before the first estimate are NaN (not scored).
+    returned by that push (the latest estimate between samples); frames before the first
+    estimate are NaN (not scored). `keep_offline`: a dict that receives each episode's offline
+    (overlap-averaged) estimates of the same pass, for `offline_method(..., from_live=...)`.
     """
-    from wvm_ros.core.streaming import StreamingValueEstimator
-
-    est_holder: dict = {}
+    from wvm_ros.core.streaming import estimate_episode
 
     def predict(ep: EvalEpisode) -> np.ndarray:
-        est = est_holder.get("est")
-        if est is None:
-            est = est_holder["est"] = StreamingValueEstimator(model, ep.task)
-        elif est_holder.get("task") != ep.task:
-            est.set_task(ep.task)
-        est_holder["task"] = ep.task
-        est.reset()
-        out = np.full(ep.num_frames, np.nan)
-        last = math.nan
-        for i in range(ep.num_frames):
-            r = est.push(ep.frames[i], float(ep.timestamps[i]))
-            if r is not None and getattr(r, "valid", True):
-                last = float(r.progress)
-            out[i] = last
-        return out
+        r = estimate_episode(model, ep.frames, ep.timestamps, ep.task, estimate_fps=estimate_fps)
+        if keep_offline is not None:
+            keep_offline[ep.episode_index] = r["smoothed"].astype(np.float64)
+        return r["online"].astype(np.float64)
 
-    base = {"checkpoint_id": getattr(model, "checkpoint_id", "?"), "preset": getattr(model, "name", "?")}
+    base = {"checkpoint_id": getattr(model, "checkpoint_id", "?"), "preset": getattr(model, "name", "?"),
+            "estimate_fps": estimate_fps or float(model.config.sample_fps)}
     try:
         base["num_parameters"] = int(sum(p.numel() for p in model.parameters()))
     except Exception:
@@ -148,17 +138,24 @@ def streaming_method(model, name: str = "wvm", info: dict | None = None) -> Meth
     return Method(name, predict, {**base, **(info or {})})
 
 
-def offline_method(model, name: str = "wvm_offline", info: dict | None = None) -> Method:
+def offline_method(model, name: str = "wvm_offline", info: dict | None = None,
+                   estimate_fps: float | None = None, from_live: dict | None = None) -> Method:
     """The same WVM scored on its offline estimates: every sampled frame gets the average of
     all the windows that cover it (up to h, later windows included), as the paper's inference
     describes ("windows overlap; overlapping predictions are averaged"). Not causal: a live
-    node cannot publish these (it reports the newest window's estimate, `streaming_method`)."""
+    node cannot publish these (it reports the newest window's estimate, `streaming_method`).
+    `from_live`: the `keep_offline` dict of a streaming method run before this one on the same
+    episodes (the same windows; saves a second pass)."""
     from wvm_ros.core.streaming import estimate_episode
 
     def predict(ep: EvalEpisode) -> np.ndarray:
-        return estimate_episode(model, ep.frames, ep.timestamps, ep.task)["smoothed"].astype(np.float64)
+        if from_live is not None and ep.episode_index in from_live:
+            return from_live.pop(ep.episode_index)
+        return estimate_episode(model, ep.frames, ep.timestamps, ep.task,
+                                estimate_fps=estimate_fps)["smoothed"].astype(np.float64)
 
     base = {"checkpoint_id": getattr(model, "checkpoint_id", "?"), "preset": getattr(model, "name", "?"),
+            "estimate_fps": estimate_fps or float(model.config.sample_fps),
             "protocol": "offline: overlap-averaged over all windows covering a frame (not causal)"}
     return Method(name, predict, {**base, **(info or {})})
 

@@ -89,6 +89,7 @@ class ExperimentConfig:
     episode: EpisodeConfig = field(default_factory=EpisodeConfig)
     injections: InjectionMix = field(default_factory=InjectionMix)
     keep_traces: int = 6          # attempts whose full traces go into the plot
+    estimate_fps: float | None = None  # dense streaming (StreamingValueEstimator); None: one per sampled frame
     reuse_first_attempt: bool = True   # without retries = the first attempt of the run with retries
 
     def to_dict(self) -> dict:
@@ -127,7 +128,7 @@ def run_attempt(sim, policy_factory: Callable[[list[dict], int], Any], estimator
     import torch
 
     hz = float(sim.control_hz)
-    sample_every = max(1, int(round(hz / float(estimator.config.sample_fps))))
+    sample_every = max(1, int(round(hz / float(estimator.estimate_fps))))
     state = sim.reset(seed=scene_seed)
     policy = policy_factory(injections, scene_seed)
     estimator.reset()
@@ -145,7 +146,7 @@ def run_attempt(sim, policy_factory: Callable[[list[dict], int], Any], estimator
         if sim.success and t_gt is None:
             t_gt = rel
         events = []
-        if step % sample_every == 0:     # the camera frame the estimator samples (sample_fps)
+        if step % sample_every == 0:     # the camera frames the estimator takes (estimate_fps)
             est = estimator.push(sim.render(), rel)
             if est is not None and est.stamp_s != last_stamp:
                 last_stamp = est.stamp_s
@@ -275,7 +276,7 @@ def run_experiment(model, cfg: ExperimentConfig, progress: bool = True) -> dict:
     from wvm_ros.core.streaming import StreamingValueEstimator
 
     sim = PushTSim(image_size=tuple(model.config.image_size), difficulty=cfg.difficulty)
-    estimator = StreamingValueEstimator(model, cfg.task)
+    estimator = StreamingValueEstimator(model, cfg.task, estimate_fps=cfg.estimate_fps)
 
     def policy_factory(injections, seed):
         return ScriptedPushTPolicy(injections=[Injection(**i) for i in injections], seed=seed)
@@ -324,7 +325,7 @@ def record_trace(sim, policy_factory, estimator, scene_seed: int, injections: li
     import torch
 
     hz = float(sim.control_hz)
-    sample_every = max(1, int(round(hz / float(estimator.config.sample_fps))))
+    sample_every = max(1, int(round(hz / float(estimator.estimate_fps))))
     state = sim.reset(seed=scene_seed)
     policy = policy_factory(injections, scene_seed)
     estimator.reset()
@@ -393,7 +394,8 @@ def score_replays(traces: list[dict], ecfg: EpisodeConfig) -> dict:
 
 
 def calibrate(model, seeds: list[int], mix: "InjectionMix", difficulty: float, task: str,
-              grid: dict[str, list], base: EpisodeConfig | None = None, progress: bool = True) -> dict:
+              grid: dict[str, list], base: EpisodeConfig | None = None, progress: bool = True,
+              estimate_fps: float | None = None) -> dict:
     """Record one attempt per seed (injections drawn as in the experiment), then score every
     combination of `grid` (EpisodeConfig field -> values) by replay."""
     import itertools
@@ -404,7 +406,7 @@ def calibrate(model, seeds: list[int], mix: "InjectionMix", difficulty: float, t
     from wvm_ros.core.streaming import StreamingValueEstimator
 
     sim = PushTSim(image_size=tuple(model.config.image_size), difficulty=difficulty)
-    estimator = StreamingValueEstimator(model, task)
+    estimator = StreamingValueEstimator(model, task, estimate_fps=estimate_fps)
     factory = lambda inj, seed: ScriptedPushTPolicy(injections=[Injection(**i) for i in inj], seed=seed)  # noqa: E731
     traces = []
     for s in tqdm(seeds, desc="recording attempts", disable=not progress):

@@ -15,6 +15,13 @@
   up to h windows; their predictions are averaged. The prefix value of a window is the averaged
   estimate of its prefix frame (all windows that cover it are done by then; 0 at the start).
 * `progress` is the averaged estimate of the newest sampled frame, clipped to [0, 1].
+* Dense mode (`estimate_fps`, a multiple of sample_fps, e.g. 10 with sample_fps 2): frames
+  are taken at `estimate_fps` and every taken frame gets its own estimate, from the window
+  of frames spaced 1 / sample_fps apart that ends at it (K = estimate_fps / sample_fps
+  interleaved windows, each with the spacing the model was trained on). Each frame is still
+  encoded once; it costs K times the predictions per second and removes the zero-order hold
+  between 2 Hz estimates. `estimate_fps=None` (default) is the paper's stream, one estimate
+  per sampled frame.
 """
 from __future__ import annotations
 
@@ -36,12 +43,27 @@ class ValueEstimate:
     status: str
 
 
+def dense_factor(sample_fps: float, estimate_fps: float | None) -> int:
+    """K = estimate_fps / sample_fps, which must be a whole number >= 1 (None -> 1)."""
+    if estimate_fps is None:
+        return 1
+    ratio = float(estimate_fps) / float(sample_fps)
+    k = int(round(ratio))
+    if k < 1 or abs(ratio - k) > 1e-6:
+        raise ValueError(f"estimate_fps must be a whole multiple (>= 1) of the model's sample_fps "
+                         f"{sample_fps:g}, got {estimate_fps!r}")
+    return k
+
+
 class StreamingValueEstimator:
-    def __init__(self, model, task: str = ""):
+    def __init__(self, model, task: str = "", estimate_fps: float | None = None):
         self.model = model
         self.config = model.config
         self.h = int(self.config.h)
-        self.period = 1.0 / float(self.config.sample_fps)
+        self.k = dense_factor(float(self.config.sample_fps), estimate_fps)
+        self.estimate_fps = float(self.config.sample_fps) * self.k
+        self.period = 1.0 / self.estimate_fps       # grid on which frames are taken
+        self.sample_period = 1.0 / float(self.config.sample_fps)   # spacing of a window's frames
         self._text = None
         self.task = ""
         self.set_task(task)
@@ -57,8 +79,10 @@ class StreamingValueEstimator:
 
     def reset(self) -> None:
         """New attempt: clear the window, cached encodings, predictions and the prefix value."""
-        self._latents: deque = deque(maxlen=1 + self.h)   # (sample index, latent [C, h, w])
+        self._latents: deque = deque(maxlen=1 + self.h * self.k)   # (sample index, latent [C, h, w])
         self._first_latent = None
+        self._first_stamp: float | None = None
+        self._chunk_idx: list[int] = []
         self._preds: dict[int, list[float]] = {}
         self._n = 0                  # sampled frames so far
         self._grid_t: float | None = None
@@ -68,6 +92,23 @@ class StreamingValueEstimator:
     @property
     def num_sampled(self) -> int:
         return self._n
+
+    def chunk_indices(self) -> list[int]:
+        """Sample indices of the h current frames of the latest window (-1: padding)."""
+        return list(self._chunk_idx)
+
+    def _dense_window(self, stamp_s: float) -> list[tuple[int, torch.Tensor]]:
+        """[prefix, h current] for the window ending now: for each time stamp_s - j / sample_fps
+        the taken frame nearest to it (the attempt's first frame before the attempt began)."""
+        out = []
+        for j in range(self.h, -1, -1):
+            target = stamp_s - j * self.sample_period
+            if target < self._first_stamp - 0.5 * self.period:
+                out.append((-1, self._first_latent))
+                continue
+            i, _, x = min(self._latents, key=lambda e: abs(e[1] - target))
+            out.append((i, x))
+        return out
 
     def averaged(self, index: int) -> float | None:
         p = self._preds.get(index)
@@ -81,7 +122,7 @@ class StreamingValueEstimator:
             raise ValueError(f"frame must be an np.ndarray [H, W, 3] uint8 RGB, got {desc}")
 
     def _take(self, stamp_s: float) -> bool:
-        """Decide whether this stamp is sampled into the window (grid at sample_fps)."""
+        """Decide whether this stamp is taken (a grid at estimate_fps, which defaults to sample_fps)."""
         if self._grid_t is None:
             self._grid_t = stamp_s
             return True
@@ -106,24 +147,33 @@ class StreamingValueEstimator:
         self._n += 1
         if self._first_latent is None:
             self._first_latent = latent
-        self._latents.append((idx, latent))
-        if self._n < self.config.min_frames:
-            return None
-        # window [prefix, h current], padded at the start with the first frame
-        lat = [x for _, x in self._latents]
-        pad = (1 + self.h) - len(lat)
-        window = torch.stack([self._first_latent] * pad + lat)[None]
-        prefix_index = idx - self.h
+        self._latents.append((idx, stamp_s, latent))
+        if self._first_stamp is None:
+            self._first_stamp = stamp_s
+        if self.k == 1:
+            if self._n < int(self.config.min_frames):
+                return None
+            # window [prefix, h current] = the last 1 + h sampled frames, padded at the start of
+            # an attempt with its first frame (as in training)
+            lat = [x for _, _, x in self._latents]
+            entries = [(i, x) for i, _, x in self._latents]
+            entries = [(-1, self._first_latent)] * ((1 + self.h) - len(lat)) + entries
+        else:
+            if stamp_s - self._first_stamp < (int(self.config.min_frames) - 1) * self.sample_period - 0.5 * self.period:
+                return None
+            entries = self._dense_window(stamp_s)
+        window = torch.stack([x for _, x in entries])[None]
+        self._chunk_idx = [i for i, _ in entries[1:]]
+        prefix_index = entries[0][0]
         prefix = self.averaged(prefix_index) if prefix_index >= 0 else None
         prefix_value = 0.0 if prefix is None else prefix
         with torch.no_grad():
             chunk = self.model.predict_chunk(window, torch.tensor([prefix_value], device=window.device),
                                              self._text)[0].float().cpu().numpy()
-        for j in range(self.h):
-            k = idx - self.h + 1 + j
+        for j, k in enumerate(self._chunk_idx):
             if k >= 0:
                 self._preds.setdefault(k, []).append(float(chunk[j]))
-        for k in [k for k in self._preds if k < idx - 2 * self.h]:
+        for k in [k for k in self._preds if k < idx - 2 * self.h * self.k]:
             del self._preds[k]
         progress = float(np.clip(self.averaged(idx), 0.0, 1.0))
         status = "ok" if not getattr(self.model, "untrained", False) else "untrained model"
@@ -132,32 +182,32 @@ class StreamingValueEstimator:
         return self._last
 
 
-def estimate_episode(model, frames, stamps, task: str) -> dict[str, np.ndarray]:
+def estimate_episode(model, frames, stamps, task: str, estimate_fps: float | None = None) -> dict[str, np.ndarray]:
     """Run the streaming estimator over one recorded attempt.
 
-    Returns per input frame: `online` (what the estimator reported at that frame; NaN while
-    warming up) and `smoothed` (the final overlap-averaged estimate of the latest sampled frame
-    at or before it, i.e. what an offline pass over the whole attempt gives), plus `sampled`
-    (bool mask of the frames taken into windows)."""
-    est = StreamingValueEstimator(model, task)
+    Returns per input frame: `online` (what the estimator reported at that frame, i.e. the
+    latest valid estimate; NaN while warming up) and `smoothed` (the final overlap-averaged
+    estimate of the latest sampled frame at or before it, i.e. what an offline pass over the
+    whole attempt gives), plus `sampled` (bool mask of the frames taken into windows)."""
+    est = StreamingValueEstimator(model, task, estimate_fps=estimate_fps)
     n = len(frames)
-    online = np.full(n, np.nan, dtype=np.float32)
+    online = np.full(n, np.nan, dtype=np.float64)
     sample_idx = np.full(n, -1, dtype=np.int64)
     sampled = np.zeros(n, dtype=bool)
     all_preds: dict[int, list[float]] = {}
+    last = np.nan
     for i in range(n):
         before = est.num_sampled
         e = est.push(np.asarray(frames[i]), float(stamps[i]))
         if est.num_sampled > before:
             sampled[i] = True
-            k = est.num_sampled - 1
-            for j in range(est.h):
-                kk = k - est.h + 1 + j
+            for kk in est.chunk_indices():
                 if kk in est._preds:
                     all_preds[kk] = list(est._preds[kk])
         sample_idx[i] = est.num_sampled - 1
-        if e is not None:
-            online[i] = e.progress
+        if e is not None and e.valid:
+            last = e.progress
+        online[i] = last
     final = {k: float(np.clip(np.mean(v), 0, 1)) for k, v in all_preds.items()}
     smoothed = np.array([final.get(int(k), np.nan) for k in sample_idx], dtype=np.float32)
     return {"online": online, "smoothed": smoothed, "sampled": sampled}

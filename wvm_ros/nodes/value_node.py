@@ -84,6 +84,10 @@ class CheckpointMissing(RuntimeError):
     """The checkpoint parameter names a path that does not exist."""
 
 
+class BadParameter(ValueError):
+    """A node parameter outside what it accepts (the message names it and what was expected)."""
+
+
 class BadBackendParameters(ValueError):
     """backend / precision / backend_fallback parameters that BackendOptions refuses."""
 
@@ -122,6 +126,8 @@ class ValueNode(Node):
         self.marker_frame_id = str(p("marker_frame_id", "camera").value)
         diag_period = float(p("diagnostics_period_s", 1.0).value)
         self.stale_after_s = float(p("stale_after_s", 2.0).value)
+        estimate_fps = float(p("estimate_fps", 10.0).value)
+        self.estimate_fps = estimate_fps if estimate_fps > 0 else None
         backend_params = dict(
             backend=str(p("backend", "onnxruntime").value), device=device,
             precision=str(p("precision", "fp32").value),
@@ -174,8 +180,15 @@ class ValueNode(Node):
         self.model_lock = threading.Lock()    # guards the estimators (used by the worker)
         self.wake = threading.Event()
         self.cameras: list[Camera] = []
+        from wvm_ros.core.streaming import dense_factor
+
+        cfg = getattr(self.model, "config", None)
+        try:
+            dense_factor(float(cfg.sample_fps), self.estimate_fps)
+        except ValueError as e:
+            raise BadParameter(f"parameter estimate_fps={estimate_fps:g}: {e} (0: one estimate per sampled frame)") from e
         for i, t in enumerate(topics):
-            est = StreamingValueEstimator(self.infer_model, self.task)
+            est = StreamingValueEstimator(self.infer_model, self.task, estimate_fps=self.estimate_fps)
             self.cameras.append(Camera(topic=t, index=i, estimator=est))
         self.task_pending: str | None = None
         self.reset_pending = False
@@ -190,7 +203,8 @@ class ValueNode(Node):
                                  "backend requested": opts.backend,
                                  "backend start-up (s)": f"{self.backend_start_s:.2f}",
                                  **({"backend auto timings": timings} if timings else {}),
-                                 "image topics": ", ".join(topics)})
+                                 "image topics": ", ".join(topics),
+                                 "estimates per second": f"{self.cameras[0].estimator.estimate_fps:g}"})
         for k in ("dropped frames", "rejected frames", "errors"):
             self.stats.count(k, 0)
         warnings = []
@@ -223,13 +237,13 @@ class ValueNode(Node):
         self._running = True
         self.worker = threading.Thread(target=self._work, name="wvm_value_inference", daemon=True)
         self.worker.start()
-        cfg = getattr(self.model, "config", None)
         self.get_logger().info(
             f"value model {self.model_name} ({'UNTRAINED random weights' if self.untrained else ckpt}, "
             f"checkpoint id {self.checkpoint_id}) on {device}, inference backend {self.backend_description} "
             f"(requested {opts.backend}{'; auto timings ' + timings if timings else ''}, ready in "
             f"{self.backend_start_s:.1f} s); cameras {topics}; "
-            f"window h={getattr(cfg, 'h', '?')} at {getattr(cfg, 'sample_fps', '?')} fps; task {self.task!r}")
+            f"window h={getattr(cfg, 'h', '?')} at {getattr(cfg, 'sample_fps', '?')} fps, "
+            f"{self.cameras[0].estimator.estimate_fps:g} estimates/s; task {self.task!r}")
 
     # --- subscription callbacks (fast: validate, store, wake the worker) --------------------
     def _expected(self) -> str:
@@ -445,7 +459,7 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as e:
-        load_errors: tuple = (CheckpointMissing, BadBackendParameters)
+        load_errors: tuple = (CheckpointMissing, BadBackendParameters, BadParameter)
         if "wvm_ros.core.model" in sys.modules:
             load_errors += (sys.modules["wvm_ros.core.model"].ModelLoadError,)
         if "wvm_ros.core.backends" in sys.modules:
