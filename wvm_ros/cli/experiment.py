@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-CAL_GRID = {"success_threshold": [0.8, 0.9, 0.95, 0.98, 1.0], "success_dwell_s": [0.0, 0.5, 1.0, 1.5, 2.0],
+CAL_GRID = {"success_threshold": [0.8, 0.88, 0.9, 0.92, 0.95, 0.98, 1.0],
+            "success_dwell_s": [0.0, 0.5, 1.0, 1.5, 1.8, 2.0, 2.2, 2.5],
             "stall_window_s": [4.0, 6.0, 8.0]}
 
 

@@ -59,9 +59,9 @@ class EpisodeConfig:
     """Detection and retry parameters. Defaults were measured on the PushT simulator with the
     shipped tiny WVM (docs/closing_the_loop.md)."""
 
-    success_threshold: float = 0.95
+    success_threshold: float = 0.9
     success_hysteresis: float = 0.05
-    success_dwell_s: float = 2.0
+    success_dwell_s: float = 2.2
     stall_window_s: float = 6.0
     stall_min_gain: float = 0.03
     regression_window_s: float = 3.0
