@@ -79,7 +79,7 @@ class StreamingValueEstimator:
 
     def reset(self) -> None:
         """New attempt: clear the window, cached encodings, predictions and the prefix value."""
-        self._latents: deque = deque(maxlen=1 + self.h * self.k)   # (sample index, latent [C, h, w])
+        self._latents: deque = deque(maxlen=1 + self.h * self.k)   # (sample index, stamp, latent [C, h, w])
         self._first_latent = None
         self._first_stamp: float | None = None
         self._chunk_idx: list[int] = []
