@@ -5,6 +5,10 @@ in-process on PushT with injected failures, every seed with retries on and off, 
 retries.json (median_detection_delay_s, false_success_rate, success_rate_with_retries,
 success_rate_without_retries, ...), retries.md (tables), retries.png and attempts.jsonl.
 See docs/closing_the_loop.md.
+
+`wvm experiment state-oracle --train-dataset A --dataset B --output DIR`: the value benchmark
+of regressors on the simulator's exact state instead of pixels, with the WVM's temporal
+context and with more (wvm_ros.core.state_oracle; docs/model.md).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import sys
 from pathlib import Path
 
 HELP = "experiments, e.g. `wvm experiment retries`"
-EXPERIMENTS = ("retries", "calibrate")
+EXPERIMENTS = ("retries", "calibrate", "state-oracle")
 
 
 def default_checkpoint() -> Path:
@@ -25,8 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("experiment", choices=EXPERIMENTS,
                         help="retries: the experiment; calibrate: record one attempt per seed without decisions and "
-                             "score a grid of state-machine settings by replay (how the defaults were chosen)")
-    parser.add_argument("--output", required=True, help="folder for retries.json / .md / .png / attempts.jsonl")
+                             "score a grid of state-machine settings by replay (how the defaults were chosen); "
+                             "state-oracle: the value benchmark of regressors on the simulator's state, no pixels")
+    parser.add_argument("--output", required=True,
+                        help="folder for retries.json / .md / .png / attempts.jsonl (state-oracle: metrics.json / .md, "
+                             "plots/)")
     parser.add_argument("--checkpoint", default=None,
                         help=f"WVM checkpoint directory (default: the shipped {default_checkpoint()})")
     parser.add_argument("--preset", default="tiny")
@@ -44,6 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "node's default estimate_fps; 0: one estimate per sampled frame)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: far faster than torch's default on a shared CPU; 0: torch's default)")
+    o = parser.add_argument_group("state-oracle")
+    o.add_argument("--train-dataset", action="append", default=[],
+                   help="LeRobot dataset the oracles are fitted on (repeatable; e.g. the WVM's training data)")
+    o.add_argument("--dataset", default=None, help="LeRobot dataset they are scored on (e.g. a validation split)")
+    o.add_argument("--state-key", default="observation.state", help="per-frame state column")
+    o.add_argument("--coverage-key", default="coverage",
+                   help="per-frame task-coverage column, or 'none' (PushT: the block's overlap with the goal)")
+    o.add_argument("--gt-key", default="progress", help="ground-truth progress column")
     d = EpisodeConfig()
     g = parser.add_argument_group("episode state machine (defaults as in config/wvm.yaml wvm_policy)")
     for name, val in d.to_dict().items():
@@ -66,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"wvm experiment: output folder {out} is not writable: {e}", file=sys.stderr)
         return 2
+    if args.experiment == "state-oracle":
+        return _state_oracle(args, out)
     if args.episodes < 1:
         print(f"wvm experiment: --episodes {args.episodes}; expected >= 1", file=sys.stderr)
         return 2
@@ -123,4 +140,34 @@ def _calibrate(model, cfg, out: Path) -> int:
     (out / "calibration.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {out / 'calibration.json'}, {out / 'calibration.md'}")
+    return 0
+
+
+def _state_oracle(args: argparse.Namespace, out: Path) -> int:
+    from wvm_ros.core import evaluation as E
+    from wvm_ros.core import state_oracle as S
+
+    if not args.train_dataset or not args.dataset:
+        print("wvm experiment state-oracle: needs --train-dataset (one or more) and --dataset", file=sys.stderr)
+        return 2
+    cov = None if str(args.coverage_key).lower() == "none" else args.coverage_key
+    keys = [args.state_key] + ([cov] if cov else [])
+    try:
+        train = [ep for root in args.train_dataset
+                 for ep in E.load_lerobot_episodes(root, gt_key=args.gt_key, extra_keys=keys, decode_frames=False)]
+        evals = E.load_lerobot_episodes(args.dataset, gt_key=args.gt_key, extra_keys=keys, decode_frames=False)
+    except E.DatasetError as e:
+        print(f"wvm experiment state-oracle: {e}", file=sys.stderr)
+        return 2
+    methods = []
+    for spec in S.SPECS:
+        print(f"fitting {spec.name} on {len(train)} attempts ...", flush=True)
+        reg = S.fit_oracle(train, spec, state_key=args.state_key, coverage_key=cov)
+        methods.append(S.oracle_method(reg, state_key=args.state_key, coverage_key=cov))
+    report = E.evaluate(evals, [*methods, E.clock_method()])
+    report.dataset = {"root": str(args.dataset), "train_datasets": [str(r) for r in args.train_dataset],
+                      "state_key": args.state_key, "coverage_key": cov}
+    E.write_report(report, out, primary=S.SPECS[0].name)
+    print((out / "metrics.md").read_text())
+    print(f"wrote {out / 'metrics.json'}, {out / 'metrics.md'} and {out / 'plots'}/")
     return 0

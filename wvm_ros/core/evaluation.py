@@ -50,6 +50,10 @@ METHOD_LABELS = {
     "wvm_no_video": "WVM without video loss",
     "single_frame": "single-frame regressor",
     "blind_clock": "blind clock",
+    # privileged-state estimators (wvm_ros.core.state_oracle; `wvm experiment state-oracle`)
+    "state_window": "state oracle, the WVM's context (start + last 1.5 s)",
+    "state_5s": "state oracle, start + last 5 s",
+    "state_history": "state oracle, start + last 5 s + elapsed time and distance so far",
 }
 KINDS = ("expert", "hesitation", "retry")
 
@@ -70,6 +74,7 @@ class EvalEpisode:
     gt: np.ndarray  # (T,) ground-truth progress (the paper's piecewise-linear curve)
     hesitation_segments: list[tuple[int, int]] = field(default_factory=list)  # inclusive frame ranges
     retry_segments: list[tuple[int, int]] = field(default_factory=list)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # other per-frame columns, (T, d) float64
 
     def __post_init__(self):
         T = len(self.frames)
@@ -80,6 +85,9 @@ class EvalEpisode:
         if len(self.gt) != T or len(self.timestamps) != T:
             raise DatasetError(f"episode {self.episode_index}: {T} frames but {len(self.gt)} ground-truth values "
                                f"and {len(self.timestamps)} timestamps")
+        for key, col in self.extras.items():
+            if len(col) != T:
+                raise DatasetError(f"episode {self.episode_index}: {T} frames but {len(col)} rows of {key!r}")
 
     @property
     def num_frames(self) -> int:
@@ -334,6 +342,8 @@ def load_lerobot_episodes(
     episodes: Sequence[int] | None = None,
     max_episodes: int | None = None,
     progress: bool = True,
+    extra_keys: Sequence[str] = (),
+    decode_frames: bool = True,
 ) -> list[EvalEpisode]:
     """Read a local LeRobot v3 dataset into EvalEpisodes (frames decoded once per episode).
 
@@ -347,7 +357,11 @@ def load_lerobot_episodes(
         progress / hesitation / retry / stuck / random). Hesitation frames -> the hesitation
         segments; the attempt kind is `attempt_kind` / `episode_kind` / `kind` if the dataset
         has such a column, else derived from the labels (no hesitation or retry: expert);
-      * `task` from the dataset's task table, `timestamp` for the streaming estimator.
+      * `task` from the dataset's task table, `timestamp` for the streaming estimator;
+      * extra_keys: other numeric per-frame columns (e.g. `observation.state`, `coverage`), into
+        `EvalEpisode.extras` as (T, d) float64.
+    decode_frames=False reads no pixels (frames are (T, 0, 0, 3)): for methods that do not look
+    at the camera, such as the privileged-state estimators of wvm_ros.core.state_oracle.
     Raises DatasetError naming the root and what is missing.
     """
     from tqdm.auto import tqdm
@@ -365,7 +379,12 @@ def load_lerobot_episodes(
         raise DatasetError(f"dataset {root}: cannot be opened by lerobot ({type(e).__name__}: {e})") from e
     feats = dict(ds.meta.info.features if hasattr(ds.meta.info, "features") else ds.meta.info["features"])
     cams = list(ds.meta.camera_keys)
-    if camera_key is None:
+    missing = [k for k in extra_keys if k not in feats]
+    if missing:
+        raise DatasetError(f"dataset {root}: no column {missing[0]!r}; columns are {sorted(feats)}")
+    if not decode_frames:
+        camera_key = None
+    elif camera_key is None:
         if not cams:
             raise DatasetError(f"dataset {root}: no camera (image or video) feature; features are {sorted(feats)}")
         camera_key = "observation.image" if "observation.image" in cams else cams[0]
@@ -376,7 +395,7 @@ def load_lerobot_episodes(
                            "(name it with --gt-key)")
     segment_key = segment_key or next((k for k in SEGMENT_KEYS if k in feats), None)
     kind_key = kind_key or next((k for k in KIND_KEYS if k in feats), None)
-    is_video = camera_key in ds.meta.video_keys
+    is_video = camera_key is not None and camera_key in ds.meta.video_keys
     seg_names, kind_names = DEFAULT_SEGMENT_NAMES, DEFAULT_KIND_NAMES
     collect_meta = root / "meta" / "wvm_sim_collect.json"
     if collect_meta.is_file():
@@ -389,7 +408,7 @@ def load_lerobot_episodes(
 
     hf = ds.hf_dataset
     cols = ["episode_index", "frame_index", "timestamp", "task_index"]
-    cols += [k for k in (gt_key, segment_key, kind_key) if k and k not in cols]
+    cols += [k for k in (gt_key, segment_key, kind_key, *extra_keys) if k and k not in cols]
     table = hf.select_columns(cols).with_format("numpy")[:]
     ep_col = np.asarray(table["episode_index"]).reshape(-1)
     tasks = ds.meta.tasks
@@ -406,7 +425,9 @@ def load_lerobot_episodes(
         order = rows[np.argsort(np.asarray(table["frame_index"]).reshape(-1)[rows])]
         ts = np.asarray(table["timestamp"], dtype=np.float64).reshape(-1)[order]
         T = len(order)
-        if is_video:
+        if not decode_frames:
+            frames = np.zeros((T, 0, 0, 3), np.uint8)
+        elif is_video:
             meta = ds.meta.episodes[int(ep_idx)]
             offset = float(meta[f"videos/{camera_key}/from_timestamp"])
             path = root / ds.meta.get_video_file_path(int(ep_idx), camera_key)
@@ -433,6 +454,7 @@ def load_lerobot_episodes(
             episode_index=int(ep_idx), task=task_of.get(task_idx, ""), kind=_episode_kind(labels, explicit),
             frames=frames, timestamps=ts - ts[0], gt=gt,
             hesitation_segments=label_runs(labels, "hesitation"), retry_segments=label_runs(labels, "retry"),
+            extras={k: np.asarray(table[k], dtype=np.float64).reshape(len(ep_col), -1)[order] for k in extra_keys},
         ))
     if not out:
         raise DatasetError(f"dataset {root}: no episodes to evaluate")
