@@ -96,6 +96,17 @@ def test_real_rope_matches_lerobot_complex_rope():
     assert torch.allclose(_rope_real(xs, ang2.cos().float(), ang2.sin().float(), n), ref2, atol=1e-5)
 
 
+def test_sinusoidal_embedding_matches_lerobot():
+    from lerobot.policies.fastwam.wan.model import sinusoidal_embedding_1d as lerobot_emb
+
+    from wvm_ros.core.model.wvm import sinusoidal_embedding_1d
+
+    pos = torch.tensor([0.0, 1.0, 37.5, 999.0])
+    ours, ref = sinusoidal_embedding_1d(64, pos), lerobot_emb(64, pos)
+    assert ours.dtype == ref.dtype == torch.float64
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+
+
 def test_save_load_round_trip_identical(tmp_path):
     m = load_value_model(None, "tiny")
     assert m.untrained and m.checkpoint_id == "UNTRAINED" and m.name == "tiny"

@@ -85,6 +85,12 @@ class ExportCheck:
         return self.max_abs_diff <= self.atol
 
 
+def _module_device(module):
+    """The device of a module's first parameter (CPU for a module without parameters)."""
+    p = next(iter(module.parameters()), None)
+    return p.device if p is not None else "cpu"
+
+
 def export_part(part: ModelPart, out_dir: str | os.PathLike, dynamic_batch: bool = False,
                 opset: int = DEFAULT_OPSET, filename: str | None = None) -> Path:
     """Export ``part`` to ``out_dir/<name>.onnx`` (TorchScript-based exporter, which needs
@@ -95,14 +101,15 @@ def export_part(part: ModelPart, out_dir: str | os.PathLike, dynamic_batch: bool
     out = Path(out_dir) / (filename or f"{part.name}.onnx")
     out.parent.mkdir(parents=True, exist_ok=True)
     names = list(part.example_inputs)
-    args = tuple(part.example_inputs[n] for n in names)
+    module = part.module.eval()
+    dev = _module_device(module)  # a model on CUDA exports too: inputs go where its weights are
+    args = tuple(part.example_inputs[n].to(dev) for n in names)
     dyn: dict[str, dict[int, str]] = {}
     if dynamic_batch:
         dyn = {n: {0: "batch"} for n in names + list(part.outputs)}
     for n, axes in part.dynamic_axes.items():
         dyn.setdefault(n, {}).update({ax: label for ax, (label, _, _) in axes.items()})
     dyn = dyn or None
-    module = part.module.eval()
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
@@ -150,7 +157,7 @@ def check_onnx(part: ModelPart, onnx_path: str | os.PathLike, atol: float = FP32
     for i, b in enumerate(batch_sizes):
         inputs = part.example_inputs if b == ex_batch and i == 0 else part.batched_inputs(b, seed=i)
         with torch.inference_mode():
-            ref = module(*inputs.values())
+            ref = module(*(v.to(_module_device(module)) for v in inputs.values()))
         if isinstance(ref, torch.Tensor):
             ref = (ref,)
         got = sess.run(list(part.outputs), {n: to_numpy(v) for n, v in inputs.items()})

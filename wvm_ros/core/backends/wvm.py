@@ -91,8 +91,9 @@ def wvm_parts(model, batch: int = 1, seed: int = 0):
         enc = EncodeFramesPart(model)
         frames = torch.rand(batch, 3, *c.image_size, generator=g) * 2 - 1
         parts.append(ModelPart("encode_frames", enc, {"frames": frames}, ["latents"]))
+        dev = next(model.parameters()).device  # example inputs stay on the CPU; the encoder runs where it is
         with torch.no_grad():
-            lat = torch.stack([enc(torch.rand(c.window_frames, 3, *c.image_size, generator=g) * 2 - 1)
+            lat = torch.stack([enc((torch.rand(c.window_frames, 3, *c.image_size, generator=g) * 2 - 1).to(dev)).cpu()
                                for _ in range(batch)])
     except BackendError:
         parts.append(None)
@@ -334,6 +335,6 @@ class NaiveValueEstimator:
         fr = list(self._frames)
         window_frames = np.stack([self._first] * ((1 + self.h) - len(fr)) + fr)
         lat = self.model.encode_frames(window_frames)[None]  # re-encode the whole window
-        chunk = self.model.predict_chunk(lat, torch.tensor([self._prefix]), self._text)[0].float().numpy()
+        chunk = self.model.predict_chunk(lat, torch.tensor([self._prefix]), self._text)[0].float().cpu().numpy()
         return ValueEstimate(progress=float(np.clip(chunk[-1], 0, 1)), chunk=chunk.astype(np.float32),
                              stamp_s=float(stamp_s), latency_s=time.perf_counter() - t0, valid=True, status="naive")

@@ -40,7 +40,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 from lerobot.policies.fastwam.wan import ActionDiT, MoT, WanVideoDiT
-from lerobot.policies.fastwam.wan.model import sinusoidal_embedding_1d
 from lerobot.policies.fastwam.wan.video_dit import WanContinuousFlowMatchScheduler
 
 from .config import WVMConfig
@@ -48,6 +47,17 @@ from .config import WVMConfig
 # Wan's head wraps its modulation in torch.amp.autocast("cuda"), which warns on CPU-only machines
 warnings.filterwarnings("ignore", message="CUDA is not available or torch_xla is imported", category=UserWarning)
 from .encoders import ConvFrameEncoder, TextEmbedder, WanVaeFrameEncoder, frames_to_tensor
+
+
+def sinusoidal_embedding_1d(dim: int, position: torch.Tensor) -> torch.Tensor:
+    """lerobot's `fastwam.wan.model.sinusoidal_embedding_1d`, same arithmetic (float64), with its
+    frequency table made on the position's device: no host-to-device copy per call, so the
+    value chunk can be captured in a CUDA graph."""
+    half = dim // 2
+    position = position.type(torch.float64)
+    freqs = torch.pow(10000, -torch.arange(half, device=position.device, dtype=torch.float64).div(half))
+    sinusoid = torch.outer(position, freqs)
+    return torch.cat([torch.cos(sinusoid), torch.sin(sinusoid)], dim=1)
 
 
 def _rope_real(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -196,7 +206,7 @@ class WorldValueModel(nn.Module):
         tpf = hh * ww
         # one timestep per frame: embed per frame, then repeat for the frame's tokens
         t_emb = sinusoidal_embedding_1d(ve.freq_dim, (frame_sigma * self.config.num_train_timesteps).reshape(-1))
-        t_f = ve.time_embedding(t_emb.float()).reshape(b, f, d)
+        t_f = ve.time_embedding(t_emb.to(ve.patch_embedding.weight.dtype)).reshape(b, f, d)
         t_mod = ve.time_projection(t_f).unflatten(2, (6, d)).repeat_interleave(tpf, dim=1)
         t = t_f.repeat_interleave(tpf, dim=1)
         ctx = ve.text_embedding(text)
@@ -221,7 +231,7 @@ class WorldValueModel(nn.Module):
         b, s = y.shape
         tokens = ae.action_encoder(y.unsqueeze(-1))
         t_emb = sinusoidal_embedding_1d(ae.freq_dim, (tok_sigma * self.config.num_train_timesteps).reshape(-1))
-        t = ae.time_embedding(t_emb.float()).reshape(b, s, -1)
+        t = ae.time_embedding(t_emb.to(tokens.dtype)).reshape(b, s, -1)
         t_mod = ae.time_projection(t).unflatten(2, (6, ae.hidden_dim))
         ctx = ae.text_embedding(text)
         mask = None if text_mask is None else text_mask[:, None, :].expand(b, s, -1)
