@@ -11,6 +11,7 @@ import torch
 from wvm_ros.core.backends import (BackendOptions, BackendUnavailableError, InferenceError, availability,
                                    build_backend, create_part_backend)
 from wvm_ros.core.backends.tensorrt_backend import tensorrt_available
+from wvm_ros.core.backends.torch_backend import TorchBackend
 
 from test_export import parts  # noqa: E402 - shared toy parts
 
@@ -166,6 +167,30 @@ def test_torch_cuda_fp16(opts):  # pragma: no cover - GPU machines only
     _, pred = parts()
     out = build_backend("torch", pred, opts, "h").run(pred.example_inputs)["chunk"]
     assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_torch_cuda_graphs_flag_is_ignored_on_the_cpu(opts):
+    _, pred = parts()
+    b = TorchBackend(pred.module, "predict_chunk", pred.specs(), pred.outputs, "cpu", "fp32", cuda_graphs=True)
+    assert b.cuda_graphs is False
+    ref = TorchBackend(pred.module, "predict_chunk", pred.specs(), pred.outputs, "cpu", "fp32")
+    np.testing.assert_array_equal(b.run(pred.example_inputs)["chunk"], ref.run(pred.example_inputs)["chunk"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_torch_cuda_graphs_match_eager(opts):  # pragma: no cover - GPU machines only
+    _, pred = parts()
+    eager = TorchBackend(pred.module, "predict_chunk", pred.specs(), pred.outputs, "cuda", "fp32")
+    graphed = TorchBackend(pred.module, "predict_chunk", pred.specs(), pred.outputs, "cuda", "fp32",
+                           cuda_graphs=True)
+    outs = []
+    for seed in (0, 1, 2):  # new inputs each call: they are copied into the graph's buffers
+        inputs = pred.batched_inputs(1, seed=seed)
+        a, b = eager.run(inputs)["chunk"], graphed.run(inputs)["chunk"]
+        np.testing.assert_allclose(b, a, atol=1e-5)
+        outs.append(b)
+    assert graphed.cuda_graphs and len(graphed._graphs) == 1
+    assert not np.allclose(outs[0], outs[1])
 
 
 def test_options_from_node_params():

@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", default="torch,onnxruntime,tensorrt",
                    help="comma list of backends for the streaming estimator (unavailable ones are reported and skipped)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="backends replay CUDA graphs (torch on CUDA, TensorRT); the baselines stay eager")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--duration", type=float, default=4.0, help="seconds of measurement per configuration")
     p.add_argument("--frame-size", default="480x640", help="camera frame HxW fed to the estimator")
@@ -142,7 +144,8 @@ def _multi_camera(model, frames, sample_dt, args, prefer: str = "") -> dict | No
         try:
             vm, _ = create_value_backends(model, BackendOptions(
                 backend=kind, strict=True, device=args.device, precision=args.precision,
-                threads=args.threads or None, cache_dir=args.cache_dir))
+                threads=args.threads or None, cache_dir=args.cache_dir,
+                              cuda_graphs=args.cuda_graphs))
             break
         except (BackendError, ValueError):
             continue
@@ -212,7 +215,8 @@ def run(args: argparse.Namespace) -> int:
     rss = {k: _rss_mb() for k in ests}
     for kind in [b.strip() for b in args.backends.split(",") if b.strip()]:
         opts = BackendOptions(backend=kind, strict=True, device=args.device, precision=args.precision,
-                              threads=args.threads or None, cache_dir=args.cache_dir)
+                              threads=args.threads or None, cache_dir=args.cache_dir,
+                              cuda_graphs=args.cuda_graphs)
         r0 = _rss_mb()
         try:
             est = build_estimator(model, TASK, opts)

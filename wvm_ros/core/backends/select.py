@@ -50,7 +50,7 @@ class BackendOptions:
     strict: bool = False                  # True: no fallback, fail if `backend` cannot run
     cache_dir: str | None = None          # ONNX files and TensorRT engines; default ~/.cache/wvm_ros
     threads: int | None = None            # CPU threads for torch / onnxruntime
-    cuda_graphs: bool = False             # TensorRT: replay as CUDA graphs
+    cuda_graphs: bool = False             # TensorRT, and torch on CUDA: replay as CUDA graphs
     max_batch: int = 8                    # dynamic batch range of exported graphs / engines
     check_atol: float = 1e-4              # ONNX vs torch check on export (fp32); larger -> refuse
     auto_runs: int = 10                   # timing runs per candidate for `auto`
@@ -129,7 +129,8 @@ def build_backend(kind: str, part: "ModelPart", opts: BackendOptions, model_hash
         raise BackendUnavailableError(f"{kind} backend on {opts.device}: {reason}")
     specs = part.specs(dynamic_batch=True)
     if kind == "torch":
-        return TorchBackend(part.module, part.name, specs, part.outputs, opts.device, opts.precision, opts.threads)
+        return TorchBackend(part.module, part.name, specs, part.outputs, opts.device, opts.precision, opts.threads,
+                            cuda_graphs=opts.cuda_graphs)
     from ..export import ExportError
 
     try:
