@@ -54,6 +54,33 @@ def test_bench_model_smoke(tmp_path):
         res["results"]["streaming_torch_model"]["per_estimate"]["p50_ms"]
 
 
+def test_bench_chunk_smoke(tmp_path, capsys):
+    """`wvm bench chunk` on the CPU (the paper-preset run is a GPU measurement: docs/performance.md)."""
+    import torch
+
+    from wvm_ros.cli.main import main
+
+    rc = main(["bench", "chunk", "--preset", "tiny", "--device", "cpu", "--precision", "bf16", "--iters", "3",
+               "--warmup", "1", "--output", str(tmp_path)])
+    assert rc == 0
+    res = json.loads((tmp_path / "bench_chunk.json").read_text())
+    assert res["baseline"] == "chunk_eager_fp32" and res["ratio"] > 0 and res["outputs_finite"]
+    assert set(res["results"]) == {"chunk_eager_fp32", "chunk_bf16", "joint_bf16"}
+    assert res["video_tokens"] == 5 * 4 and res["parameters"] > 1e6
+    for r in res["results"].values():
+        assert r["latency"]["n"] == 3 and r["latency"]["p99_ms"] >= r["latency"]["p50_ms"] > 0
+    assert res["meets_target"] == (res["results"]["chunk_bf16"]["latency"]["p99_ms"] <= 100.0)
+    capsys.readouterr()
+    assert main(["bench", "chunk", "--preset", "tiny", "--device", "cpu", "--precision", "fp16",
+                 "--output", str(tmp_path)]) == 2
+    assert "fp16 on the CPU is not supported" in capsys.readouterr().err
+    assert main(["bench", "chunk", "--preset", "huge", "--device", "cpu", "--output", str(tmp_path)]) == 2
+    assert "huge" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["bench", "chunk", "--preset", "tiny", "--device", "cuda", "--output", str(tmp_path)]) == 2
+        assert "sees no CUDA device" in capsys.readouterr().err
+
+
 def test_bench_rejects_bad_input(tmp_path, capsys):
     from wvm_ros.cli.main import main
 

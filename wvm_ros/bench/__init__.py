@@ -1,4 +1,4 @@
-"""Benchmarks behind `wvm bench model|node|logger`.
+"""Benchmarks behind `wvm bench model|chunk|node|logger`.
 
 Each kind is a module ``wvm_ros.bench.<kind>`` exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; it writes ``<output>/bench_<kind>.json`` with its figures, the
@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-KINDS = ("model", "node", "logger")
+KINDS = ("model", "chunk", "node", "logger")
 
 
 def percentiles(samples_s: Sequence[float]) -> dict[str, float]:

@@ -1,14 +1,15 @@
-"""`wvm bench model|node|logger`: dispatches to ``wvm_ros.bench.<kind>``."""
+"""`wvm bench model|chunk|node|logger`: dispatches to ``wvm_ros.bench.<kind>``."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 
-HELP = "benchmarks: model | node | logger, each against its baseline"
+HELP = "benchmarks: model | chunk | node | logger, each against its baseline"
 
 KINDS = {
     "model": "per-estimate latency / throughput / memory per backend vs naive full-window torch eager",
+    "chunk": "latency of one value chunk (video KV cache + one Euler step) of a preset, random weights, vs fp32 eager",
     "node": "image stamp -> Progress publish through real DDS at 30 Hz vs the naive estimator",
     "logger": "data logger throughput vs its baseline",
 }
