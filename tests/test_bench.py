@@ -79,6 +79,12 @@ def test_bench_chunk_smoke(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(["bench", "chunk", "--preset", "tiny", "--device", "cuda", "--output", str(tmp_path)]) == 2
         assert "sees no CUDA device" in capsys.readouterr().err
+    # a preset that does not fit is refused before anything is allocated
+    import psutil
+
+    if psutil.virtual_memory().available < 25 * 2**30:
+        assert main(["bench", "chunk", "--preset", "paper", "--device", "cpu", "--output", str(tmp_path)]) == 2
+        assert "needs about" in capsys.readouterr().err
 
 
 def test_bench_rejects_bad_input(tmp_path, capsys):

@@ -67,6 +67,20 @@ def _time(fn, iters: int, warmup: int, device: str) -> list[float]:
     return out
 
 
+def _free_memory(device: str) -> float | None:
+    """Free bytes on the device (CUDA: the driver's figure; CPU: available RAM), None if unknown."""
+    import torch
+
+    try:
+        if device.startswith("cuda"):
+            return float(torch.cuda.mem_get_info(torch.device(device))[0])
+        import psutil
+
+        return float(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - unknown: let the build try
+        return None
+
+
 def _cuda_graph(fn):
     """Capture fn() (static inputs) in a CUDA graph after warming it up on a side stream
     (fills the model's lazily built RoPE / mask tables); returns the replay."""
@@ -107,6 +121,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"wvm bench chunk: {exc}", file=sys.stderr)
         return 2
     dev = torch.device(args.device)
+    with torch.device("meta"):
+        n_meta = sum(p.numel() for p in WorldValueModel(cfg).parameters())
+    # fp32 weights while building (+ the --precision copy while converting) + 25 % for activations
+    need = n_meta * 4 * (1.0 if args.precision == "fp32" else 1.5) * 1.25
+    have = _free_memory(args.device)
+    if have is not None and need > have:
+        print(f"wvm bench chunk: preset {cfg.name!r} ({n_meta / 1e9:.2f}B parameters) needs about "
+              f"{need / 2**30:.1f} GiB on {args.device}, {have / 2**30:.1f} GiB free; use a device with more "
+              "memory (the paper preset: a GPU with >= 40 GiB)", file=sys.stderr)
+        return 2
     torch.manual_seed(0)
     t0 = time.perf_counter()
     with torch.device(dev):
