@@ -140,3 +140,53 @@ def test_cli_state_oracle(sim_data, tmp_path, capsys):
     assert main(["experiment", "state-oracle", "--train-dataset", str(sim_data / "train"), "--dataset",
                  str(sim_data / "val"), "--output", str(out), "--state-key", "observation.joints"]) == 2
     assert "no column 'observation.joints'" in capsys.readouterr().err
+
+
+def test_streaming_oracle_equals_the_offline_features_and_warms_up():
+    """StateOracleEstimator (what `--state-oracle` runs in the retries experiment) gives, frame by
+    frame, exactly the offline prediction on the history so far; nothing before warm-up."""
+    rng = np.random.default_rng(3)
+    train = [_episode(i, rng, k) for i, k in enumerate(["expert", "hesitation", "retry"] * 10)]
+    reg = S.fit_oracle(train, S.SPECS[2])  # the history context: elapsed time, distance, best coverage
+    ep = _episode(99, rng)
+    x = np.concatenate([ep.extras["observation.state"], ep.extras["coverage"]], axis=1)
+    offline = np.clip(reg.predict(S.features(x, ep.timestamps, reg.wvm_spec, coverage_col=x.shape[1] - 1)), 0, 1)
+    cur = {"i": 0}
+    est = S.StateOracleEstimator(reg, lambda: x[cur["i"]], estimate_fps=10.0, warmup_s=0.5)
+    got = []
+    for i, t in enumerate(ep.timestamps):
+        cur["i"] = i
+        e = est.push(None, float(t))
+        got.append(None if e is None else e.progress)
+    assert got[:5] == [None] * 5 and all(g is not None for g in got[5:])
+    np.testing.assert_allclose(got[5:], offline[5:], atol=1e-12)
+    assert est.push(None, float(ep.timestamps[-1])) is None  # a stamp that does not advance: no estimate
+    est.reset()
+    cur["i"] = 0
+    assert est.push(None, 0.0) is None
+    with pytest.raises(ValueError, match="a regressor from fit_oracle"):
+        S.StateOracleEstimator(object(), lambda: x[0])
+    with pytest.raises(ValueError, match="unknown state oracle 'pixels'"):
+        S.spec_by_name("pixels")
+
+
+def test_cli_retries_and_calibrate_with_a_state_oracle(sim_data, tmp_path, capsys):
+    """`wvm experiment retries|calibrate --state-oracle`: the experiment with the simulator's exact
+    state in place of the camera (here fitted on 6 attempts: the pipeline, not the numbers)."""
+    out = tmp_path / "retries"
+    rc = main(["experiment", "retries", "--state-oracle", "state_window", "--train-dataset", str(sim_data / "train"),
+               "--output", str(out), "--episodes", "2", "--seed", "1000"])
+    assert rc == 0
+    js = json.loads((out / "retries.json").read_text())
+    assert js["model"]["name"] == "state-oracle:state_window" and js["model"]["episodes"] == 6
+    assert js["attempts"] >= 2 and js["episodes_with_retries"] == 2
+    cal = tmp_path / "cal"
+    assert main(["experiment", "calibrate", "--state-oracle", "state_history", "--train-dataset",
+                 str(sim_data / "train"), "--output", str(cal), "--episodes", "2", "--seed", "2000"]) == 0
+    cj = json.loads((cal / "calibration.json").read_text())
+    assert cj["estimator"]["name"] == "state-oracle:state_history" and len(cj["traces"]) == 2
+    tr = cj["traces"][0]
+    assert tr["t"][0] == pytest.approx(0.5) and all(0.0 <= p <= 1.0 for p in tr["pred"])
+    capsys.readouterr()
+    assert main(["experiment", "retries", "--state-oracle", "state_window", "--output", str(out)]) == 2
+    assert "--state-oracle needs --train-dataset" in capsys.readouterr().err

@@ -9,6 +9,10 @@ See docs/closing_the_loop.md.
 `wvm experiment state-oracle --train-dataset A --dataset B --output DIR`: the value benchmark
 of regressors on the simulator's exact state instead of pixels, with the WVM's temporal
 context and with more (wvm_ros.core.state_oracle; docs/model.md).
+
+`--state-oracle NAME` (with `--train-dataset`) runs `retries` or `calibrate` with such a
+regressor reading the simulator's exact state in place of the WVM: success detection with
+perfect perception and the same value target (docs/closing_the_loop.md).
 """
 from __future__ import annotations
 
@@ -22,6 +26,12 @@ EXPERIMENTS = ("retries", "calibrate", "state-oracle")
 
 def default_checkpoint() -> Path:
     return Path(__file__).resolve().parents[2] / "models" / "wvm-tiny-pusht"
+
+
+def _oracle_specs():
+    from wvm_ros.core.state_oracle import SPECS
+
+    return SPECS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--coverage-key", default="coverage",
                    help="per-frame task-coverage column, or 'none' (PushT: the block's overlap with the goal)")
     o.add_argument("--gt-key", default="progress", help="ground-truth progress column")
+    o.add_argument("--state-oracle", default=None, choices=[sp.name for sp in _oracle_specs()],
+                   help="retries / calibrate: use this oracle (fitted on --train-dataset) on the simulator's exact "
+                        "state instead of the WVM on camera frames")
     d = EpisodeConfig()
     g = parser.add_argument_group("episode state machine (defaults as in config/wvm.yaml wvm_policy)")
     for name, val in d.to_dict().items():
@@ -100,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.state_oracle:
+        return _with_oracle(args, cfg, out)
     try:
         if args.untrained:
             model = load_value_model(None, args.preset)
@@ -124,13 +139,55 @@ CAL_GRID = {"success_threshold": [0.8, 0.88, 0.9, 0.92, 0.95, 0.98, 1.0],
             "stall_window_s": [4.0, 6.0, 8.0]}
 
 
-def _calibrate(model, cfg, out: Path) -> int:
+def _with_oracle(args: argparse.Namespace, cfg, out: Path) -> int:
+    """retries / calibrate with a state oracle in place of the WVM."""
+    import numpy as np
+
+    from wvm_ros.core import evaluation as E
+    from wvm_ros.core import state_oracle as S
+    from wvm_ros.core.experiment import run_experiment, write_report
+
+    if not args.train_dataset:
+        print(f"wvm experiment {args.experiment}: --state-oracle needs --train-dataset (one or more)", file=sys.stderr)
+        return 2
+    cov = None if str(args.coverage_key).lower() == "none" else args.coverage_key
+    keys = [args.state_key] + ([cov] if cov else [])
+    try:
+        train = [ep for root in args.train_dataset
+                 for ep in E.load_lerobot_episodes(root, gt_key=args.gt_key, extra_keys=keys, decode_frames=False)]
+    except E.DatasetError as e:
+        print(f"wvm experiment {args.experiment}: {e}", file=sys.stderr)
+        return 2
+    spec = S.spec_by_name(args.state_oracle)
+    print(f"fitting {spec.name} on {len(train)} attempts ...", flush=True)
+    reg = S.fit_oracle(train, spec, state_key=args.state_key, coverage_key=cov)
+    fps = cfg.estimate_fps or 2.0
+
+    def factory(sim):
+        read = (lambda: np.r_[sim.state, sim.coverage]) if cov else (lambda: np.asarray(sim.state))
+        return S.StateOracleEstimator(reg, read, estimate_fps=fps)
+
+    info = {"name": f"state-oracle:{spec.name}", "checkpoint_id": None, "untrained": False,
+            "train_datasets": [str(r) for r in args.train_dataset], **reg.wvm_training}
+    if args.experiment == "calibrate":
+        return _calibrate(None, cfg, out, estimator_factory=factory, info=info)
+    result = run_experiment(None, cfg, estimator_factory=factory, estimator_info=info)
+    paths = write_report(result, out)
+    print(paths["md"].read_text())
+    print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}, {paths['attempts']}")
+    return 0
+
+
+def _calibrate(model, cfg, out: Path, estimator_factory=None, info: dict | None = None) -> int:
     import json
 
     from wvm_ros.core.experiment import calibrate
 
     res = calibrate(model, [cfg.seed + i for i in range(cfg.episodes)], cfg.injections, cfg.difficulty, cfg.task,
-                    CAL_GRID, base=cfg.episode, estimate_fps=cfg.estimate_fps)
+                    CAL_GRID, base=cfg.episode, estimate_fps=cfg.estimate_fps, estimator_factory=estimator_factory)
+    res["estimator"] = info if info is not None else {
+        "name": model.name, "checkpoint_id": model.checkpoint_id, "untrained": bool(model.untrained)}
+    res["estimate_fps"] = cfg.estimate_fps
     (out / "calibration.json").write_text(json.dumps(res, indent=1, default=float))
     cols = list(CAL_GRID) + ["median_delay_s", "p90_delay_s", "false_success_rate", "missed", "stuck_caught",
                              "false_failures_clean", "random_caught"]

@@ -268,15 +268,32 @@ def summarise(episodes: list[dict], attempts: list[AttemptResult]) -> dict:
     return out
 
 
-def run_experiment(model, cfg: ExperimentConfig, progress: bool = True) -> dict:
-    """Run every seed with retries on and off; returns {"summary", "episodes", "attempts", "config"}."""
-    from tqdm import tqdm
-
-    from wvm_ros.core.sim import Injection, PushTSim, ScriptedPushTPolicy
+def _sim_and_estimator(model, difficulty: float, task: str, estimate_fps: float | None, estimator_factory):
+    """The simulator and the estimator: the WVM's streaming estimator, or `estimator_factory(sim)`
+    (e.g. a StateOracleEstimator reading the simulator's state; then `model` may be None)."""
+    from wvm_ros.core.sim import PushTSim
     from wvm_ros.core.streaming import StreamingValueEstimator
 
-    sim = PushTSim(image_size=tuple(model.config.image_size), difficulty=cfg.difficulty)
-    estimator = StreamingValueEstimator(model, cfg.task, estimate_fps=cfg.estimate_fps)
+    if model is None and estimator_factory is None:
+        raise ValueError("experiment: needs a value model or an estimator_factory")
+    size = tuple(model.config.image_size) if model is not None else (96, 96)
+    sim = PushTSim(image_size=size, difficulty=difficulty)
+    if estimator_factory is not None:
+        return sim, estimator_factory(sim)
+    return sim, StreamingValueEstimator(model, task, estimate_fps=estimate_fps)
+
+
+def run_experiment(model, cfg: ExperimentConfig, progress: bool = True, estimator_factory=None,
+                   estimator_info: dict | None = None) -> dict:
+    """Run every seed with retries on and off; returns {"summary", "episodes", "attempts", "config"}.
+
+    By default the WVM `model` runs through the streaming estimator; `estimator_factory(sim)`
+    replaces it (described in the summary by `estimator_info`)."""
+    from tqdm import tqdm
+
+    from wvm_ros.core.sim import Injection, ScriptedPushTPolicy
+
+    sim, estimator = _sim_and_estimator(model, cfg.difficulty, cfg.task, cfg.estimate_fps, estimator_factory)
 
     def policy_factory(injections, seed):
         return ScriptedPushTPolicy(injections=[Injection(**i) for i in injections], seed=seed)
@@ -311,8 +328,8 @@ def run_experiment(model, cfg: ExperimentConfig, progress: bool = True) -> dict:
     sim.close()
     summary = summarise(episodes, attempts)
     summary["wall_time_s"] = time.monotonic() - t0
-    summary["model"] = {"name": model.name, "checkpoint_id": model.checkpoint_id,
-                        "untrained": bool(model.untrained)}
+    summary["model"] = estimator_info if estimator_info is not None else {
+        "name": model.name, "checkpoint_id": model.checkpoint_id, "untrained": bool(model.untrained)}
     return {"summary": summary, "episodes": episodes, "attempts": [asdict(a) for a in attempts],
             "config": cfg.to_dict()}
 
@@ -395,18 +412,17 @@ def score_replays(traces: list[dict], ecfg: EpisodeConfig) -> dict:
 
 def calibrate(model, seeds: list[int], mix: "InjectionMix", difficulty: float, task: str,
               grid: dict[str, list], base: EpisodeConfig | None = None, progress: bool = True,
-              estimate_fps: float | None = None) -> dict:
+              estimate_fps: float | None = None, estimator_factory=None) -> dict:
     """Record one attempt per seed (injections drawn as in the experiment), then score every
-    combination of `grid` (EpisodeConfig field -> values) by replay."""
+    combination of `grid` (EpisodeConfig field -> values) by replay. `estimator_factory` as in
+    run_experiment."""
     import itertools
 
     from tqdm import tqdm
 
-    from wvm_ros.core.sim import Injection, PushTSim, ScriptedPushTPolicy
-    from wvm_ros.core.streaming import StreamingValueEstimator
+    from wvm_ros.core.sim import Injection, ScriptedPushTPolicy
 
-    sim = PushTSim(image_size=tuple(model.config.image_size), difficulty=difficulty)
-    estimator = StreamingValueEstimator(model, task, estimate_fps=estimate_fps)
+    sim, estimator = _sim_and_estimator(model, difficulty, task, estimate_fps, estimator_factory)
     factory = lambda inj, seed: ScriptedPushTPolicy(injections=[Injection(**i) for i in inj], seed=seed)  # noqa: E731
     traces = []
     for s in tqdm(seeds, desc="recording attempts", disable=not progress):

@@ -15,17 +15,24 @@ context will not either. Three contexts, all causal (frame i uses frames up to i
 The regressor is scikit-learn's HistGradientBoostingRegressor (targets: the dataset's ground
 truth). `wvm experiment state-oracle` fits one per context on training datasets and scores it
 with the same benchmark code as `wvm eval` (docs/evaluation.md, docs/model.md).
+
+`StateOracleEstimator` streams a fitted oracle's estimates from a live simulator's state, with
+the interface the retries experiment and its calibration use for the WVM
+(`wvm experiment retries|calibrate --state-oracle NAME`): success detection with perfect
+perception and the same value target, as a reference for the model's (docs/closing_the_loop.md).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+import time
+from typing import Callable, Sequence
 
 import numpy as np
 
 from wvm_ros.core.evaluation import EvalEpisode, Method
 
-__all__ = ["OracleSpec", "SPECS", "features", "fit_oracle", "oracle_method", "STATE_KEY", "COVERAGE_KEY"]
+__all__ = ["OracleSpec", "SPECS", "features", "fit_oracle", "oracle_method", "spec_by_name", "StateOracleEstimator",
+           "STATE_KEY", "COVERAGE_KEY"]
 
 STATE_KEY = "observation.state"
 COVERAGE_KEY = "coverage"
@@ -47,6 +54,13 @@ SPECS = (
     OracleSpec("state_5s", tuple(0.5 * k for k in range(11))),
     OracleSpec("state_history", tuple(0.5 * k for k in range(11)), history=True),
 )
+
+
+def spec_by_name(name: str) -> OracleSpec:
+    for spec in SPECS:
+        if spec.name == name:
+            return spec
+    raise ValueError(f"unknown state oracle {name!r}; expected one of {[s.name for s in SPECS]}")
 
 
 def _columns(ep: EvalEpisode, state_key: str, coverage_key: str | None) -> np.ndarray:
@@ -124,3 +138,50 @@ def oracle_method(reg, *, state_key: str = STATE_KEY, coverage_key: str | None =
     info = {"kind": "privileged simulator state, no pixels", "lags_s": list(spec.lags_s),
             "history": spec.history, **reg.wvm_training}
     return Method(spec.name, predict, info)
+
+
+class StateOracleEstimator:
+    """Live estimates of a fitted oracle from a simulator's exact state (experiments only).
+
+    Drop-in for `StreamingValueEstimator` where the retries experiment uses it: `reset()` per
+    attempt, `push(frame, stamp_s)` per taken camera frame (the frame is ignored; the state is
+    read with `read_state()`, which returns the state followed by the coverage, as the columns
+    the oracle was fitted on), `estimate_fps`. Like the WVM it gives its first estimate
+    `warmup_s` into the attempt. The features of the history context (distance travelled so
+    far) assume frames at the training datasets' rate: keep estimate_fps at their fps (10).
+    """
+
+    def __init__(self, reg, read_state: Callable[[], np.ndarray], estimate_fps: float = 10.0,
+                 warmup_s: float = 0.5):
+        if not hasattr(reg, "wvm_spec"):
+            raise ValueError("StateOracleEstimator: expected a regressor from fit_oracle (it has no wvm_spec)")
+        if not estimate_fps or estimate_fps <= 0:
+            raise ValueError(f"StateOracleEstimator: estimate_fps must be > 0, got {estimate_fps!r}")
+        self.reg = reg
+        self.spec: OracleSpec = reg.wvm_spec
+        self.read_state = read_state
+        self.estimate_fps = float(estimate_fps)
+        self.warmup_s = float(warmup_s)
+        self._coverage_col = -1 if reg.wvm_training.get("coverage_key") else None
+        self.reset()
+
+    def reset(self) -> None:
+        self._x: list[np.ndarray] = []
+        self._t: list[float] = []
+
+    def push(self, frame, stamp_s: float):
+        from wvm_ros.core.streaming import ValueEstimate
+
+        t0 = time.perf_counter()
+        if self._t and stamp_s <= self._t[-1]:
+            return None
+        self._x.append(np.asarray(self.read_state(), dtype=np.float64).ravel())
+        self._t.append(float(stamp_s))
+        if stamp_s - self._t[0] < self.warmup_s - 1e-9:
+            return None
+        x = np.stack(self._x)
+        cov = None if self._coverage_col is None else x.shape[1] - 1
+        f = features(x, np.asarray(self._t), self.spec, coverage_col=cov)[-1:]
+        p = float(np.clip(self.reg.predict(f)[0], 0.0, 1.0))
+        return ValueEstimate(progress=p, chunk=np.array([p], dtype=np.float32), stamp_s=float(stamp_s),
+                             latency_s=time.perf_counter() - t0, valid=True, status="ok")
