@@ -23,8 +23,8 @@ perception and the same value target, as a reference for the model's (docs/closi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import time
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
