@@ -8,7 +8,13 @@ same small single-frame CNN on each to classify "coverage >= 0.95" (the simulato
 and reports held-out accuracy and AUC on the frames with coverage in [0.85, 1]. Analysis only
 (docs/closing_the_loop.md); nothing else in wvm_ros depends on it.
 
-    python scripts/analysis/render_resize_probe.py --output runs/render-probe      # ~10 min, 1 core
+    python scripts/analysis/render_resize_probe.py --output runs/render-probe      # ~7 min, 1 core
+
+With `--loop` it then trains the classifier on every frame of the training attempts (the
+simulator's own bilinear render) and puts it in the retries experiment's calibration in place of
+the value (validation seeds 2000..2099, injections as in `wvm experiment calibrate`; stall and
+regression off, since the signal is a success probability): success detection from a frame
+classifier with a dwell, scored like the value's.
 """
 from __future__ import annotations
 
@@ -82,7 +88,51 @@ def train_eval(x_tr, y_tr, x_te, y_te, steps: int, seed: int = 0) -> dict:
     with torch.no_grad():
         xe = torch.from_numpy(x_te).permute(0, 3, 1, 2).float() / 255.0
         p = torch.cat([model(xe[i:i + 256]) for i in range(0, len(xe), 256)]).numpy()
-    return {"accuracy": float(np.mean((p >= 0.5) == y_te)), "auc": auc(p, y_te), "final_train_bce": float(loss.item())}
+    return {"accuracy": float(np.mean((p >= 0.5) == y_te)), "auc": auc(p, y_te), "final_train_bce": float(loss.item()),
+            "model": model}
+
+
+class ClassifierEstimator:
+    """The classifier as the experiment's estimator: progress := P(success | frame)."""
+
+    def __init__(self, model, estimate_fps: float = 10.0):
+        from wvm_ros.core.streaming import ValueEstimate
+
+        self.model, self.estimate_fps, self._VE = model, estimate_fps, ValueEstimate
+
+    def reset(self):
+        pass
+
+    def push(self, frame, stamp_s):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255.0
+            p = float(self.model(x)[0])
+        return self._VE(progress=p, chunk=np.array([p], np.float32), stamp_s=float(stamp_s),
+                        latency_s=time.perf_counter() - t0, valid=True, status="ok")
+
+
+def loop(a, out: Path) -> dict:
+    from wvm_ros.core.episode import EpisodeConfig
+    from wvm_ros.core.experiment import DEFAULT_TASK, InjectionMix, calibrate
+
+    imgs, cov, _ = collect(700000 + np.arange(a.train_seeds), a.size, 0.0)
+    y = cov >= 0.95
+    print(f"loop: training on {len(y)} frames ({y.mean():.0%} success)", flush=True)
+    r = train_eval(imgs["linear"], y, imgs["linear"][:256], y[:256], a.steps)
+    base = EpisodeConfig.from_mapping({**EpisodeConfig().to_dict(), "stall_window_s": 1000.0,
+                                       "regression_drop": 1.0, "timeout_s": 1000.0})
+    grid = {"success_threshold": [0.5, 0.7, 0.8, 0.9, 0.95, 0.98],
+            "success_dwell_s": [0.0, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5]}
+    res = calibrate(None, list(range(2000, 2000 + a.loop_episodes)), InjectionMix(), 0.5, DEFAULT_TASK,
+                    grid, base=base, estimator_factory=lambda sim: ClassifierEstimator(r["model"]))
+    rows = [{k: v for k, v in row.items() if k in ("success_threshold", "success_dwell_s", "median_delay_s",
+                                                     "p90_delay_s", "false_success_rate", "missed")}
+            for row in res["rows"]]
+    for row in sorted(rows, key=lambda q: (q["false_success_rate"] > 0.02, q["median_delay_s"] or 99))[:8]:
+        print("loop:", row, flush=True)
+    (out / "loop_calibration.json").write_text(json.dumps({"rows": rows, "traces": res["traces"]}, default=float))
+    return {"train_frames": int(len(y)), "rows": rows}
 
 
 def main() -> int:
@@ -94,22 +144,30 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--min-coverage", type=float, default=0.85)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--loop", action="store_true", help="also: the classifier in the calibration loop (see above)")
+    ap.add_argument("--loop-episodes", type=int, default=100)
+    ap.add_argument("--only-loop", action="store_true", help="skip the bilinear / area comparison")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t0 = time.time()
-    tr_imgs, tr_cov, _ = collect(700000 + np.arange(a.train_seeds), a.size, a.min_coverage)
-    te_imgs, te_cov, _ = collect(800000 + np.arange(a.test_seeds), a.size, a.min_coverage)
-    y_tr, y_te = tr_cov >= 0.95, te_cov >= 0.95
-    print(f"frames: train {len(y_tr)} ({y_tr.mean():.0%} success), test {len(y_te)} ({y_te.mean():.0%}); "
-          f"{time.time() - t0:.0f} s", flush=True)
-    res = {"size": a.size, "train_frames": int(len(y_tr)), "test_frames": int(len(y_te)),
-           "test_success_fraction": float(y_te.mean()), "min_coverage": a.min_coverage, "steps": a.steps, "methods": {}}
-    for k in METHODS:
-        r = train_eval(tr_imgs[k], y_tr, te_imgs[k], y_te, a.steps)
-        res["methods"][k] = r
-        print(f"{k:7s} accuracy {r['accuracy']:.3f}  AUC {r['auc']:.3f}  ({time.time() - t0:.0f} s)", flush=True)
+    res = {"size": a.size, "steps": a.steps}
+    if not a.only_loop:
+        tr_imgs, tr_cov, _ = collect(700000 + np.arange(a.train_seeds), a.size, a.min_coverage)
+        te_imgs, te_cov, _ = collect(800000 + np.arange(a.test_seeds), a.size, a.min_coverage)
+        y_tr, y_te = tr_cov >= 0.95, te_cov >= 0.95
+        print(f"frames: train {len(y_tr)} ({y_tr.mean():.0%} success), test {len(y_te)} ({y_te.mean():.0%}); "
+              f"{time.time() - t0:.0f} s", flush=True)
+        res.update({"train_frames": int(len(y_tr)), "test_frames": int(len(y_te)),
+                    "test_success_fraction": float(y_te.mean()), "min_coverage": a.min_coverage, "methods": {}})
+        for k in METHODS:
+            r = train_eval(tr_imgs[k], y_tr, te_imgs[k], y_te, a.steps)
+            r.pop("model")
+            res["methods"][k] = r
+            print(f"{k:7s} accuracy {r['accuracy']:.3f}  AUC {r['auc']:.3f}  ({time.time() - t0:.0f} s)", flush=True)
     out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
+    if a.loop:
+        res["loop"] = loop(a, out)
     (out / "render_probe.json").write_text(json.dumps(res, indent=2))
     print(f"wrote {out / 'render_probe.json'}")
     return 0
