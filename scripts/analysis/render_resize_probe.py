@@ -31,6 +31,7 @@ from wvm_ros.core.baselines import SingleFrameConfig, SingleFrameRegressor
 from wvm_ros.core.sim import PushTSim, ScriptedPushTPolicy
 
 METHODS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
+LOOP_SIZE = 96  # what the experiment's simulator renders when no WVM sets the size
 
 
 def collect(seeds, size: int, min_cov: float, after_s: float = 1.5):
@@ -104,6 +105,9 @@ class ClassifierEstimator:
         pass
 
     def push(self, frame, stamp_s):
+        want = tuple(self.model.config.image_size)
+        if tuple(frame.shape[:2]) != want:
+            raise ValueError(f"ClassifierEstimator: frame of {frame.shape[:2]}, expected {want} (the size it was trained at)")
         t0 = time.perf_counter()
         with torch.no_grad():
             x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255.0
@@ -116,6 +120,8 @@ def loop(a, out: Path) -> dict:
     from wvm_ros.core.episode import EpisodeConfig
     from wvm_ros.core.experiment import DEFAULT_TASK, InjectionMix, calibrate
 
+    if a.size != LOOP_SIZE:
+        raise SystemExit(f"--loop: the experiment's camera renders {LOOP_SIZE} x {LOOP_SIZE}; got --size {a.size}")
     imgs, cov, _ = collect(700000 + np.arange(a.train_seeds), a.size, 0.0)
     y = cov >= 0.95
     print(f"loop: training on {len(y)} frames ({y.mean():.0%} success)", flush=True)
