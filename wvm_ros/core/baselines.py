@@ -128,18 +128,20 @@ def _weights_id(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:12]
 
 
-def save_single_frame(model: SingleFrameRegressor, path: str | Path, training: dict | None = None) -> Path:
-    """Write `model.safetensors` + `config.json` into directory `path` (created)."""
+def save_single_frame(model: SingleFrameRegressor, path: str | Path, training: dict | None = None,
+                      kind: str = KIND) -> Path:
+    """Write `model.safetensors` + `config.json` into directory `path` (created). `kind` names what
+    the network was trained for (the success classifier of wvm_ros.core.success shares it)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp), metadata={"kind": KIND, "version": str(FORMAT_VERSION)})
+    save_file(state, str(tmp), metadata={"kind": kind, "version": str(FORMAT_VERSION)})
     tmp.replace(path / WEIGHTS_FILE)
     meta = {
-        "kind": KIND,
+        "kind": kind,
         "version": FORMAT_VERSION,
         "config": asdict(model.config),
         "num_parameters": model.num_parameters(),
@@ -150,30 +152,34 @@ def save_single_frame(model: SingleFrameRegressor, path: str | Path, training: d
     return path
 
 
-def load_single_frame(path: str | Path, device: str = "cpu") -> SingleFrameRegressor:
-    """Load a checkpoint directory written by `save_single_frame`; BaselineLoadError on any mismatch."""
+def load_single_frame(path: str | Path, device: str = "cpu", kind: str = KIND,
+                      cls: type[SingleFrameRegressor] = SingleFrameRegressor,
+                      what: str = "single-frame baseline") -> SingleFrameRegressor:
+    """Load a checkpoint directory written by `save_single_frame` (of this `kind`, as a `cls`);
+    BaselineLoadError on any mismatch."""
     from safetensors.torch import load_file
 
     path = Path(path)
     cfg_path, w_path = path / CONFIG_FILE, path / WEIGHTS_FILE
     if not path.is_dir():
-        raise BaselineLoadError(f"single-frame baseline checkpoint {path}: not a directory "
+        raise BaselineLoadError(f"{what} checkpoint {path}: not a directory "
                                 f"(expected a folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
     for p in (cfg_path, w_path):
         if not p.is_file():
-            raise BaselineLoadError(f"single-frame baseline checkpoint {path}: missing {p.name}")
+            raise BaselineLoadError(f"{what} checkpoint {path}: missing {p.name}")
     try:
         meta = json.loads(cfg_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise BaselineLoadError(f"{cfg_path}: unreadable ({e}); expected the JSON written by save_single_frame") from e
-    if meta.get("kind") != KIND:
-        raise BaselineLoadError(f"{cfg_path}: kind {meta.get('kind')!r}, expected {KIND!r} "
-                                "(is this a WVM checkpoint? pass it as --checkpoint / --no-video-checkpoint)")
+    if meta.get("kind") != kind:
+        hint = ("is this a WVM checkpoint? pass it as --checkpoint / --no-video-checkpoint"
+                if meta.get("kind") is None else f"a {meta.get('kind')} checkpoint is not a {what}")
+        raise BaselineLoadError(f"{cfg_path}: kind {meta.get('kind')!r}, expected {kind!r} ({hint})")
     try:
         config = SingleFrameConfig(**meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise BaselineLoadError(f"{cfg_path}: bad config ({e})") from e
-    model = SingleFrameRegressor(config)
+    model = cls(config)
     try:
         state = load_file(str(w_path))
     except Exception as e:  # safetensors raises several types for corrupt files
@@ -218,17 +224,22 @@ def train_single_frame(
     augment: bool = True,
     progress: bool = True,
     model: SingleFrameRegressor | None = None,
+    loss: str = "mse",
+    desc: str = "single-frame baseline",
 ) -> tuple[SingleFrameRegressor, TrainResult]:
     """Train the regressor on frames of `episodes` ((T, H, W, 3) uint8 each).
 
     targets: per-episode (T,) progress; default `time_targets(T)` (the WVM's target).
-    AdamW, cosine decay to 0.1 x lr, MSE loss; augmentation: small random shifts
+    AdamW, cosine decay to 0.1 x lr, MSE loss (`loss="bce"`: binary cross-entropy, for 0/1
+    targets such as the success classifier's); augmentation: small random shifts
     (pad-and-crop, 4 px) and brightness jitter.
     """
     from tqdm.auto import tqdm
 
     if not episodes:
         raise ValueError("train_single_frame: no episodes to train on")
+    if loss not in ("mse", "bce"):
+        raise ValueError(f"train_single_frame: loss {loss!r}; expected 'mse' or 'bce'")
     if targets is not None and len(targets) != len(episodes):
         raise ValueError(f"train_single_frame: {len(episodes)} episodes but {len(targets)} target arrays")
     torch.manual_seed(seed)
@@ -254,7 +265,7 @@ def train_single_frame(
     model.train()
     losses: list[float] = []
     t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc="single-frame baseline", disable=not progress, unit="step")
+    bar = tqdm(range(steps), desc=desc, disable=not progress, unit="step")
     for step in bar:
         idx = torch.from_numpy(rng.integers(0, n, size=min(batch_size, n)))
         x = X[idx].float().div_(255.0)
@@ -264,15 +275,19 @@ def train_single_frame(
             dy, dx = rng.integers(0, 2 * pad + 1, size=2)
             x = x[:, :, dy : dy + model.config.image_size[0], dx : dx + model.config.image_size[1]]
             x = (x * torch.empty(len(x), 1, 1, 1).uniform_(0.85, 1.15)).clamp_(0, 1)
-        loss = F.mse_loss(model(x), Y[idx])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"single-frame baseline: loss is {loss.item()} at step {step}; stopping")
+        pred = model(x)
+        if loss == "bce":
+            l = F.binary_cross_entropy(pred.clamp(1e-6, 1 - 1e-6), Y[idx])
+        else:
+            l = F.mse_loss(pred, Y[idx])
+        if not torch.isfinite(l):
+            raise FloatingPointError(f"{desc}: loss is {l.item()} at step {step}; stopping")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        l.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(l.detach()))
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", fps=f"{(step + 1) * len(idx) / (time.perf_counter() - t0):.0f}")
     model.eval()
