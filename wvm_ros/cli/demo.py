@@ -8,7 +8,8 @@ separate processes over DDS (same as `wvm up`), follows the attempts live in the
 stops after N attempts and writes under OUTPUT:
   bags/<episode>_att<NNN>/   one valued MCAP bag per attempt (the data logger)
   logs/<node>.log            every node's output
-  progress.png               predicted vs ground-truth progress, one panel per attempt
+  progress.png               predicted vs ground-truth progress (and the success classifier's
+                             P(done) when the value node has one), one panel per attempt
   summary.json               attempts, outcomes, deciding events, bags
 Exit 0 when N attempts finished; 1 with the failing node's log tail when a node dies;
 3 when the attempts did not finish within --timeout.
@@ -60,6 +61,7 @@ class Attempt:
     t0: float
     pred: list = field(default_factory=list)     # (t, progress)
     gt: list = field(default_factory=list)       # (t, ground-truth progress)
+    succ: list = field(default_factory=list)     # (t, success classifier's P(done)), when it has one
     events: list = field(default_factory=list)   # (t, kind, reason)
     outcome: str = ""
     decided_by: str = ""
@@ -138,6 +140,9 @@ class DemoMonitor:
                 if msg.valid and a is not None and not a.ended and (msg.episode_id, int(msg.attempt)) == (
                         a.episode_id, a.attempt):
                     a.pred.append((now - a.t0, float(msg.progress)))
+                    ps = float(getattr(msg, "success", math.nan))
+                    if math.isfinite(ps):
+                        a.succ.append((now - a.t0, ps))
                     a.untrained = bool(msg.untrained)
                     self.last_pred = float(msg.progress)
             elif topic == "/sim/ground_truth_progress":
@@ -185,6 +190,9 @@ def plot_attempts(attempts: list[Attempt], path: Path, title: str = "") -> Path:
             t, v = zip(*a.pred)
             ax.plot(t, v, color="tab:blue", lw=1.5, marker=".", ms=3,
                     label="WVM (UNTRAINED)" if a.untrained else "WVM predicted")
+        if a.succ:
+            t, v = zip(*a.succ)
+            ax.plot(t, v, color="tab:orange", lw=1.0, label="success classifier P(done)")
         for t, kind, _ in a.events:
             if kind not in ("START",):
                 ax.axvline(t, color="tab:red" if kind in OUTCOME_KINDS else "0.7", lw=0.8, ls="--")
