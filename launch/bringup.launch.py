@@ -5,7 +5,7 @@
 
 The nodes, parameters and remappings come from `wvm_ros.graph.build_graph`, the same
 function `wvm up` uses, so both start the same processes. Launch arguments: see
-`wvm_ros.graph.LAUNCH_ARGUMENTS` (mode, checkpoint, task, record, params_file, output_dir,
+`wvm_ros.graph.LAUNCH_ARGUMENTS` (mode, checkpoint, success_checkpoint, task, record, params_file, output_dir,
 preset, device, image_topics). mode:=external starts no camera / simulator node: run your
 camera driver (realsense2_camera, usb_cam, ...) yourself, remapped onto /camera/image_raw or
 named in image_topics.

@@ -21,7 +21,7 @@ def progress_cdr(v: float) -> bytes:
     P, H, T = (B.msg_class(t) for t in ("wvm_msgs/msg/Progress", "std_msgs/msg/Header",
                                           "builtin_interfaces/msg/Time"))
     m = P(header=H(stamp=T(sec=0, nanosec=0), frame_id=""), progress=v, chunk=np.array([v] * 4, np.float32),
-          valid=True, status="", task="t", episode_id="e", attempt=1, model_name="tiny",
+          success=float("nan"), valid=True, status="", task="t", episode_id="e", attempt=1, model_name="tiny",
           checkpoint_id="abc", untrained=False, inference_latency=0.01)
     return B.serialize(m, "wvm_msgs/msg/Progress")
 

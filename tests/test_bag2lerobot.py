@@ -43,7 +43,7 @@ def action(x):
 
 def progress(stamp_ns, v, valid=True):
     P = B.msg_class("wvm_msgs/msg/Progress")
-    return B.serialize(P(header=_hdr(stamp_ns), progress=v, chunk=np.array([v] * 4, np.float32), valid=valid,
+    return B.serialize(P(header=_hdr(stamp_ns), progress=v, chunk=np.array([v] * 4, np.float32), success=v, valid=valid,
                          status="", task="push", episode_id="e", attempt=1, model_name="tiny",
                          checkpoint_id="abc", untrained=False, inference_latency=0.01),
                        "wvm_msgs/msg/Progress")

@@ -12,7 +12,7 @@ from wvm_ros.core.episode import (FAILED, IDLE, RESETTING, RUNNING, SUCCEEDED, E
 def cfg(**kw) -> EpisodeConfig:
     base = dict(success_threshold=0.9, success_hysteresis=0.05, success_dwell_s=0.5, stall_window_s=4.0,
                 stall_min_gain=0.05, regression_window_s=2.0, regression_drop=0.3, timeout_s=30.0,
-                max_attempts=3, retries=True)
+                max_attempts=3, retries=True, success_prob_threshold=0.9)
     base.update(kw)
     return EpisodeConfig(**base)
 
@@ -269,3 +269,87 @@ def test_every_event_has_reason_and_ids():
     for e in sm.events:
         assert e.reason and e.episode_id == "ep" and e.attempt >= 1
     assert kinds(sm.events) == ["START", "REGRESSION", "END", "RETRY", "START", "HOLD", "RESUME", "SUCCESS", "END"]
+
+
+# ------------------------------------------------------------ success classifier rule
+def feed2(sm, t0, t1, fp, fs, dt=0.1):
+    """Feed progress fp(t) and success probability fs(t)."""
+    out = []
+    for i in range(int(round((t1 - t0) / dt)) + 1):
+        t = t0 + i * dt
+        out += sm.update(t, fp(t), fs(t))
+        if sm.state != RUNNING:
+            break
+    return out
+
+
+def test_classifier_source_ends_on_probability_dwell_not_on_progress():
+    sm = running(success_source="classifier", success_prob_threshold=0.9, success_prob_dwell_s=0.3)
+    # progress sits at 0.95 (the progress rule would fire at 0.5 s); the probability rises at t = 2
+    ev = feed2(sm, 0.0, 10.0, lambda t: 0.95, lambda t: 0.99 if t >= 2.0 - 1e-9 else 0.1)
+    assert kinds(ev) == ["SUCCESS", "END"]
+    assert ev[0].t == pytest.approx(2.3, abs=1e-6)
+    assert "success probability >= 0.9" in ev[0].reason and "progress 0.950" in ev[0].reason
+
+
+def test_classifier_probability_hysteresis_and_reset():
+    sm = running(success_source="classifier", success_prob_threshold=0.9, success_prob_dwell_s=0.5,
+                 success_hysteresis=0.05, stall_min_gain=0.0)
+    # 0.87 (within hysteresis) keeps the dwell; 0.5 restarts it
+    seq = {0.0: 0.95, 0.1: 0.95, 0.2: 0.87, 0.3: 0.95, 0.4: 0.5, 0.5: 0.95, 0.6: 0.95, 0.7: 0.95, 0.8: 0.95,
+           0.9: 0.95, 1.0: 0.95}
+    ev = []
+    for t, p in seq.items():
+        ev += sm.update(t, 0.2, p)
+    assert kinds(ev) == ["SUCCESS", "END"] and ev[0].t == pytest.approx(1.0)
+    sm2 = running(success_source="classifier", success_prob_dwell_s=0.2, stall_min_gain=0.0)
+    for t, p in ((0.0, 0.95), (0.1, 0.87), (0.2, 0.92)):
+        ev2 = sm2.update(t, 0.2, p)
+    assert kinds(ev2) == ["SUCCESS", "END"]   # 0.87 is within the 0.05 hysteresis of 0.9
+
+
+def test_nan_probability_neither_starts_nor_breaks_the_dwell():
+    sm = running(success_source="classifier", success_prob_dwell_s=0.3, stall_min_gain=0.0)
+    assert sm.update(0.0, 0.5, math.nan) == []
+    assert sm.update(0.1, 0.5, 0.95) == []
+    assert sm.update(0.2, 0.5, math.nan) == []
+    assert kinds(sm.update(0.4, 0.5, 0.95)) == ["SUCCESS", "END"]
+    # classifier source without any probability: the progress rule does not end the attempt
+    sm = running(success_source="classifier", success_dwell_s=0.0, stall_min_gain=0.0)
+    assert feed2(sm, 0.0, 3.0, lambda t: 1.0, lambda t: math.nan) == [] and sm.state == RUNNING
+
+
+def test_either_source_fires_on_whichever_comes_first():
+    sm = running(success_source="either", success_dwell_s=0.5, success_prob_dwell_s=1.0)
+    ev = feed2(sm, 0.0, 5.0, lambda t: 0.95, lambda t: 0.99)          # progress rule first (0.5 s)
+    assert ev[0].t == pytest.approx(0.5) and "progress >=" in ev[0].reason
+    sm = running(success_source="either", success_dwell_s=2.0, success_prob_dwell_s=0.2)
+    ev = feed2(sm, 0.0, 5.0, lambda t: 0.95, lambda t: 0.99)          # classifier first (0.2 s)
+    assert ev[0].t == pytest.approx(0.2) and "success probability" in ev[0].reason
+    sm = running(success_source="either", success_dwell_s=0.5)
+    ev = feed2(sm, 0.0, 5.0, lambda t: 0.95, lambda t: math.nan)      # no classifier: progress rule
+    assert kinds(ev) == ["SUCCESS", "END"] and ev[0].t == pytest.approx(0.5)
+
+
+def test_progress_source_ignores_the_probability():
+    sm = running(success_source="progress", stall_min_gain=0.0)
+    assert feed2(sm, 0.0, 3.0, lambda t: 0.3, lambda t: 1.0) == [] and sm.state == RUNNING
+
+
+def test_probability_dwell_suppresses_stall_and_invalid_probability_raises():
+    # the probability is high (dwell begun, 2 s needed) while progress is flat: no stall decision
+    sm = running(success_source="classifier", success_prob_dwell_s=2.0, stall_window_s=1.0, stall_min_gain=0.05)
+    ev = feed2(sm, 0.0, 1.5, lambda t: 0.6, lambda t: 0.95)
+    assert ev == [] and sm.state == RUNNING
+    for bad in (1.5, -0.1, math.inf):
+        with pytest.raises(ValueError, match="success probability"):
+            sm.update(2.0, 0.6, bad)
+
+
+def test_success_source_config_validation():
+    with pytest.raises(ValueError, match="success_source"):
+        cfg(success_source="vlm")
+    with pytest.raises(ValueError, match="success_prob_threshold"):
+        cfg(success_prob_threshold=0.0)
+    with pytest.raises(ValueError, match="success_prob_dwell_s"):
+        cfg(success_prob_dwell_s=-1.0)

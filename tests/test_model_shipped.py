@@ -28,3 +28,41 @@ def test_shipped_checkpoint_loads_and_estimates():
     rng = np.random.default_rng(0)
     outs = [est.push(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), i * 0.5) for i in range(6)]
     assert outs[0] is None and all(0.0 <= o.progress <= 1.0 for o in outs[1:])
+
+
+SUCC = Path(__file__).resolve().parents[1] / "models" / "success-pusht"
+
+
+@pytest.mark.skipif(not (SUCC / "model.safetensors").is_file(), reason="shipped success classifier not present")
+def test_shipped_success_classifier_loads_and_tells_done_from_not_done():
+    """Its card names its id and validation metrics; on a live scripted attempt (a scene seed in
+    neither its data nor the experiment's seeds) it says 'not done' at the start and 'done' on
+    the solved scene."""
+    from wvm_ros.core.sim import PushTSim, ScriptedPushTPolicy
+    from wvm_ros.core.success import SuccessEstimator, load_success
+
+    assert sum(f.stat().st_size for f in SUCC.iterdir()) < 5e6
+    model = load_success(SUCC)
+    card = (SUCC / "README.md").read_text()
+    assert model.checkpoint_id in card
+    val = json.loads((SUCC / "metrics.json").read_text())
+    assert f"{val['near_success']['auc']:.3f}" in card and f"{val['all']['accuracy']:.3f}" in card
+    est = SuccessEstimator(model)
+    sim = PushTSim(image_size=(96, 96), difficulty=0.5)
+    try:
+        state = sim.reset(seed=424242)
+        pol = ScriptedPushTPolicy(injections=[], seed=424242)
+        start = est.push(sim.render())[0]
+        after, t_success = [], None
+        for step in range(int(40 * sim.control_hz)):
+            if sim.success and t_success is None:
+                t_success = step
+            if t_success is not None:
+                after.append(est.push(sim.render())[0])
+                if len(after) >= 10:
+                    break
+            state = sim.step(pol.act(state)).state
+    finally:
+        sim.close()
+    assert t_success is not None, "the scripted policy did not solve scene 424242"
+    assert start < 0.1 and np.median(after) > 0.9, (start, after)

@@ -20,7 +20,8 @@ PUBLISHER = textwrap.dedent("""
     t0 = time.monotonic()
     while (pp.get_subscription_count() == 0 or pe.get_subscription_count() == 0) and time.monotonic() - t0 < 30:
         rclpy.spin_once(node, timeout_sec=0.05)
-    p = Progress(progress=0.625, chunk=[0.5, 0.55, 0.6, 0.625], valid=True, status="UNTRAINED", task="push the T",
+    p = Progress(progress=0.625, chunk=[0.5, 0.55, 0.6, 0.625], success=0.25, valid=True, status="UNTRAINED",
+                 task="push the T",
                  episode_id="ep-7", attempt=3, model_name="tiny", checkpoint_id="abc123", untrained=True,
                  inference_latency=0.012)
     p.header.stamp.sec, p.header.stamp.nanosec, p.header.frame_id = 12, 345, "camera"
@@ -47,6 +48,7 @@ def test_progress_and_episode_event_cross_processes(ros_env, procs):
         e = probe.get("/t/event")[0]
     assert (p.header.stamp.sec, p.header.stamp.nanosec, p.header.frame_id) == (12, 345, "camera")
     assert p.progress == pytest.approx(0.625) and list(p.chunk) == pytest.approx([0.5, 0.55, 0.6, 0.625])
+    assert p.success == pytest.approx(0.25)
     assert (p.valid, p.status, p.task, p.episode_id, p.attempt) == (True, "UNTRAINED", "push the T", "ep-7", 3)
     assert (p.model_name, p.checkpoint_id, p.untrained) == ("tiny", "abc123", True)
     assert p.inference_latency == pytest.approx(0.012)

@@ -36,3 +36,18 @@ def test_invalid_estimate_draws_no_fill_and_bad_frames_raise():
         draw_overlay(np.zeros((10, 10), np.uint8), OverlayState())
     assert episode_label("ep-1", 2, "START") == "ep-1 attempt 2: START"
     assert episode_label("", 0, "") == "episode: -"
+
+
+def test_success_probability_is_drawn_only_when_known():
+    frame = np.zeros((240, 320, 3), np.uint8)
+    none = draw_overlay(frame, OverlayState(progress=0.3, valid=True))
+    nan = draw_overlay(frame, OverlayState(progress=0.3, valid=True, success=float("nan")))
+    done = draw_overlay(frame, OverlayState(progress=0.3, valid=True, success=0.97))
+    np.testing.assert_array_equal(none, nan)
+    right = slice(int(320 * 0.7), 320)          # the bar's right end, unfilled at progress 0.3
+    bar = slice(240 - 30, 240)
+    assert not np.array_equal(none[bar, right], done[bar, right])
+    green = (done[bar, right, 1] > 200) & (done[bar, right, 0] < 160)
+    assert green.sum() > 20                      # "done 0.97" in green
+    invalid = draw_overlay(frame, OverlayState(progress=None, valid=False, success=0.97))
+    np.testing.assert_array_equal(invalid, draw_overlay(frame, OverlayState(progress=None, valid=False)))

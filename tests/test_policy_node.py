@@ -223,7 +223,71 @@ def test_missing_reset_service_aborts_and_invalid_progress_is_counted(ros_env, p
         alive()
 
 
+def test_success_probability_decides_with_classifier_source(ros_env, procs):
+    """success_source classifier: Progress without a probability is counted (no decision), a
+    probability outside [0, 1] is ignored and counted, P(done) >= threshold for the dwell ends
+    the attempt as SUCCESS with the classifier's reason, whatever the progress."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import JointState
+    from wvm_msgs.msg import Progress
+
+    from wvm_ros.ros.testing import TopicProbe
+
+    policy = procs.start("policy", node_cmd(
+        "wvm_ros.nodes.policy_node", "-p", "start_delay_s:=0.0", "-p", "stall_min_gain:=0.0",
+        "-p", "timeout_s:=120.0", "-p", "progress_max_age_s:=30.0", "-p", "diagnostics_period_s:=0.3",
+        "-p", "reset_service:=/no_such/reset", "-p", "reset_timeout_s:=1.0", "-p", "success_source:=classifier",
+        "-p", "regression_drop:=2.0",
+        "-p", "success_prob_threshold:=0.9", "-p", "success_prob_dwell_s:=0.3"), env=ros_env)
+
+    def alive():
+        if not policy.alive():
+            raise AssertionError("policy died:\n" + policy.log_tail())
+
+    with TopicProbe({"/diagnostics": DiagnosticArray}) as probe, event_probe() as ev:
+        js_pub = probe.publisher(JointState, "/robot/joint_states")
+        prog_pub = probe.publisher(Progress, "/wvm/progress")
+
+        def send_state():
+            js_pub.publish(JointState(name=["agent_x", "agent_y", "block_x", "block_y", "block_theta"],
+                                      position=[100.0, 100.0, 300.0, 300.0, 0.5]))
+
+        def send(p, s):
+            m = Progress()
+            m.progress, m.valid, m.success = p, True, s
+            prog_pub.publish(m)
+
+        def started():
+            send_state()
+            return has_event(ev, "START")
+        probe.wait_for(started, timeout=30, what="START", alive=alive)
+        for _ in range(6):       # progress 1.0 but no probability, then a bad probability: no decision
+            send(1.0, float("nan"))
+            send(1.0, 1.7)
+            send_state()
+            time.sleep(0.1)
+
+        def counted():
+            d = policy_diag(probe)
+            return bool(d) and int(d[-1][2].get("success probability missing", 0)) >= 6 and \
+                int(d[-1][2].get("success probability ignored: out of range", 0)) >= 6
+        probe.wait_for(counted, timeout=20, what="missing / bad probabilities counted", alive=alive)
+        assert [k for k, _ in kinds_of(ev)] == ["START"]
+        assert "carries no success probability" in policy.log_tail(100)
+
+        def succeeded():
+            send(0.3, 0.97)
+            send_state()
+            time.sleep(0.05)
+            return has_event(ev, "SUCCESS")
+        probe.wait_for(succeeded, timeout=20, what="SUCCESS from the probability", alive=alive)
+        sev = [e for k, e in kinds_of(ev) if k == "SUCCESS"][0]
+        assert "success probability >= 0.9" in sev.reason and "progress 0.300" in sev.reason
+        alive()
+
+
 @pytest.mark.parametrize("param,needle", [("action_mode:=teleport", "action_mode"),
+                                          ("success_source:=vlm", "success_source"),
                                           ("inject_failure:=nap", "inject_failure"),
                                           ("success_threshold:=1.5", "success_threshold")])
 def test_bad_parameters_exit_with_a_clear_message(ros_env, param, needle):

@@ -56,6 +56,21 @@ def test_unreadable_checkpoint_exits(ros_env, procs, tmp_path):
     assert rc == 2 and str(bad) in child.log_tail(50)
 
 
+def test_bad_success_checkpoint_exits_naming_it(ros_env, procs, tmp_path):
+    from wvm_ros.core.baselines import SingleFrameConfig, SingleFrameRegressor, save_single_frame
+
+    child = procs.start("wvm_value", node_cmd("wvm_ros.nodes.value_node", "-p", "checkpoint:=none",
+                                              "-p", "success_checkpoint:=/no/such/succ"), env=ros_env)
+    rc = child.popen.wait(timeout=60)
+    assert rc == 2 and "success_checkpoint /no/such/succ does not exist" in child.log_tail(50)
+    other = tmp_path / "sf"   # a checkpoint of another kind
+    save_single_frame(SingleFrameRegressor(SingleFrameConfig(image_size=(32, 32), channels=(8,), hidden=8)), other)
+    child = procs.start("wvm_value2", node_cmd("wvm_ros.nodes.value_node", "-p", "checkpoint:=none",
+                                               "-p", f"success_checkpoint:={other}"), env=ros_env)
+    rc = child.popen.wait(timeout=60)
+    assert rc == 2 and "expected 'success_classifier'" in child.log_tail(50)
+
+
 def test_estimate_fps_not_a_multiple_of_the_sampling_rate_exits_naming_it(ros_env, procs):
     child = procs.start("wvm_value", node_cmd("wvm_ros.nodes.value_node", "-p", "checkpoint:=none",
                                               "-p", "estimate_fps:=3.0"), env=ros_env)
@@ -121,6 +136,7 @@ def test_value_node_rejects_bad_frames_and_estimates_good_ones(ros_env, procs):
         valid = [m for m in msgs if m.valid]
         for m in msgs:
             assert m.untrained and "UNTRAINED" in m.status and m.checkpoint_id == "UNTRAINED"
+            assert np.isnan(m.success)   # checkpoint none: no success classifier either
             assert m.model_name == "tiny" and m.task == "push the T"
         for m in valid:
             assert 0.0 <= m.progress <= 1.0 and len(m.chunk) == 4
@@ -274,6 +290,60 @@ def test_default_checkpoint_is_the_shipped_model_when_present(monkeypatch, tmp_p
     assert resolve_checkpoint("") == str(tmp_path)
     monkeypatch.setattr(graph, "find_data", lambda rel: None)
     assert resolve_checkpoint("") is None
+
+
+def test_default_success_checkpoint_follows_the_value_model(monkeypatch, tmp_path):
+    import wvm_ros.graph as graph
+    from wvm_ros.nodes.value_node import SHIPPED_SUCCESS, resolve_success_checkpoint
+
+    monkeypatch.setattr(graph, "find_data", lambda rel: tmp_path if rel == SHIPPED_SUCCESS else None)
+    assert resolve_success_checkpoint("", "") == str(tmp_path)        # shipped value model: shipped classifier
+    assert resolve_success_checkpoint("", "/my/wvm") is None          # another value model: none by default
+    assert resolve_success_checkpoint("/my/succ", "/my/wvm") == "/my/succ"
+    assert resolve_success_checkpoint("none", "") is None
+    monkeypatch.setattr(graph, "find_data", lambda rel: None)
+    assert resolve_success_checkpoint("", "") is None
+
+
+def test_success_probability_rides_on_progress(rclpy_context, tmp_path):
+    """A success classifier's P(done) of the same frame is published in Progress.success (valid
+    estimates only), and named in the diagnostics."""
+    import torch
+    from rclpy.parameter import Parameter
+
+    from wvm_ros.core import success as S
+    from wvm_ros.core.model import build_model, save_checkpoint
+    from wvm_ros.nodes.value_node import ValueNode
+
+    ck = tmp_path / "ck"
+    save_checkpoint(build_model("tiny", "cpu", seed=0), ck)
+    clf = S.SuccessClassifier(S.default_config((96, 96)))
+    with torch.no_grad():   # P(done) = sigmoid(1.0) on every frame
+        clf.head[-1].weight.zero_()
+        clf.head[-1].bias.fill_(1.0)
+    S.save_success(clf, tmp_path / "succ")
+    node = ValueNode(context=rclpy_context, parameter_overrides=[
+        Parameter("checkpoint", value=str(ck)), Parameter("success_checkpoint", value=str(tmp_path / "succ"))])
+    try:
+        assert node.success_id == S.load_success(tmp_path / "succ").checkpoint_id
+        assert node.stats.extra["success classifier"] == node.success_id
+        published = []
+        node.pub_progress.publish = published.append
+        t = time.time()
+        for i in range(4):
+            node._image_cb(node.cameras[0])(_image(96, 96, stamp_s=t + 0.5 * i))
+            time.sleep(0.3)
+        deadline = time.time() + 20
+        while not any(m.valid for m in published) and time.time() < deadline:
+            time.sleep(0.05)
+        assert any(m.valid for m in published)
+        for m in published:
+            if m.valid:
+                assert m.success == pytest.approx(1 / (1 + np.exp(-1.0)), abs=1e-5)
+            else:
+                assert np.isnan(m.success)
+    finally:
+        node.destroy_node()
 
 
 def test_task_topic_and_start_event_task_reach_the_estimators(rclpy_context):

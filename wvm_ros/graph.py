@@ -41,6 +41,9 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "mode": ("sim", "sim: PushT simulator stands in for robot + camera; camera: wvm_ros's camera node; "
                     "external: no camera / sim node (an existing driver, e.g. realsense2_camera, usb_cam)"),
     "checkpoint": ("", "WVM checkpoint (.safetensors file or folder); empty: the shipped models/wvm-tiny-pusht"),
+    "success_checkpoint": ("", "success classifier (`wvm train-success` folder) the value node publishes beside "
+                               "progress; 'none': no classifier; empty: the params file's (the shipped "
+                               "models/success-pusht with the shipped value model)"),
     "task": ("", "task instruction; empty: the value in the params file"),
     "record": ("true", "run the data logger (valued rosbags)"),
     "params_file": ("", "parameter YAML; empty: the package's config/wvm.yaml"),
@@ -173,7 +176,7 @@ def params_file_value(params_file: Path, node: str, name: str) -> Any:
 
 def build_graph(mode: str = "sim", checkpoint: str = "", task: str = "", record: Any = True,
                 params_file: str | os.PathLike | None = "", output_dir: str | os.PathLike | None = "",
-                preset: str = "", device: str = "", image_topics: Any = "",
+                preset: str = "", device: str = "", image_topics: Any = "", success_checkpoint: str = "",
                 overrides: Mapping[str, Mapping[str, Any]] | None = None,
                 remappings: Mapping[str, list[tuple[str, str]]] | None = None) -> list[NodeSpec]:
     """Node specs of the graph for these launch arguments.
@@ -206,6 +209,8 @@ def build_graph(mode: str = "sim", checkpoint: str = "", task: str = "", record:
     params: dict[str, dict[str, Any]] = {n: {} for n in names}
     if checkpoint:
         params["wvm_value"]["checkpoint"] = str(checkpoint)
+    if success_checkpoint:
+        params["wvm_value"]["success_checkpoint"] = str(success_checkpoint)
     if preset:
         params["wvm_value"]["preset"] = str(preset)
     if device:

@@ -28,6 +28,10 @@ def default_checkpoint() -> Path:
     return Path(__file__).resolve().parents[2] / "models" / "wvm-tiny-pusht"
 
 
+def default_success_checkpoint() -> Path:
+    return Path(__file__).resolve().parents[2] / "models" / "success-pusht"
+
+
 def _oracle_specs():
     from wvm_ros.core.state_oracle import SPECS
 
@@ -47,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None,
                         help=f"WVM checkpoint directory (default: the shipped {default_checkpoint()})")
     parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--success-checkpoint", default=None,
+                        help="success classifier directory (`wvm train-success`) whose probability goes to the state "
+                             f"machine beside the value (default: the shipped {default_success_checkpoint()}; "
+                             "'none': no classifier, then `either` is the progress rule alone; `calibrate` scores the "
+                             "classifier's rule when one is given, the progress rule's otherwise)")
     parser.add_argument("--untrained", action="store_true",
                         help="use randomly initialised weights (only to check the pipeline; numbers are meaningless)")
     parser.add_argument("--episodes", type=int, default=30, help="seeds (each run with and without retries)")
@@ -76,6 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("episode state machine (defaults as in config/wvm.yaml wvm_policy)")
     for name, val in d.to_dict().items():
         if name in ("max_attempts", "retries"):
+            continue
+        if name == "success_source":
+            from wvm_ros.core.episode import SUCCESS_SOURCES
+
+            g.add_argument("--success-source", choices=SUCCESS_SOURCES, default=val, dest=name,
+                           help="what ends an attempt as a success: the progress rule, the success classifier's "
+                                "probability, or either (default %(default)s)")
             continue
         g.add_argument(f"--{name.replace('_', '-')}", type=type(val), default=val, dest=name)
 
@@ -113,8 +129,17 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    try:
+        success_model = _success_model(args)
+    except Exception as e:  # SuccessLoadError, and any other reason the directory cannot be used
+        print(f"wvm experiment: {e}", file=sys.stderr)
+        return 2
+    if ecfg.success_source == "classifier" and success_model is None:
+        print(f"wvm experiment: --success-source {ecfg.success_source} needs a success classifier "
+              "(--success-checkpoint DIR; train one with `wvm train-success`)", file=sys.stderr)
+        return 2
     if args.state_oracle:
-        return _with_oracle(args, cfg, out)
+        return _with_oracle(args, cfg, out, success_model)
     try:
         if args.untrained:
             model = load_value_model(None, args.preset)
@@ -126,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     if args.experiment == "calibrate":
-        return _calibrate(model, cfg, out)
-    result = run_experiment(model, cfg)
+        return _calibrate(model, cfg, out, success_model=success_model)
+    result = run_experiment(model, cfg, success_model=success_model)
     paths = write_report(result, out)
     print(paths["md"].read_text())
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}, {paths['attempts']}")
@@ -137,9 +162,28 @@ def run(args: argparse.Namespace) -> int:
 CAL_GRID = {"success_threshold": [0.8, 0.88, 0.9, 0.92, 0.95, 0.98, 1.0],
             "success_dwell_s": [0.0, 0.5, 1.0, 1.5, 1.8, 2.0, 2.2, 2.5],
             "stall_window_s": [4.0, 6.0, 8.0]}
+# with a success classifier: its rule alone, and beside the progress rule (as set by the flags)
+CAL_GRID_CLASSIFIER = {"success_source": ["classifier", "either"],
+                       "success_prob_threshold": [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99],
+                       "success_prob_dwell_s": [0.0, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0],
+                       "stall_window_s": [6.0]}
 
 
-def _with_oracle(args: argparse.Namespace, cfg, out: Path) -> int:
+def _success_model(args):
+    """The success classifier named by --success-checkpoint (default: the shipped one, if present)."""
+    from wvm_ros.core.success import load_success
+
+    name = args.success_checkpoint
+    if name is not None and str(name).lower() == "none":
+        return None
+    if name is None:
+        if not default_success_checkpoint().is_dir():
+            return None
+        name = default_success_checkpoint()
+    return load_success(name)
+
+
+def _with_oracle(args: argparse.Namespace, cfg, out: Path, success_model=None) -> int:
     """retries / calibrate with a state oracle in place of the WVM."""
     import numpy as np
 
@@ -170,26 +214,29 @@ def _with_oracle(args: argparse.Namespace, cfg, out: Path) -> int:
     info = {"name": f"state-oracle:{spec.name}", "checkpoint_id": None, "untrained": False,
             "train_datasets": [str(r) for r in args.train_dataset], **reg.wvm_training}
     if args.experiment == "calibrate":
-        return _calibrate(None, cfg, out, estimator_factory=factory, info=info)
-    result = run_experiment(None, cfg, estimator_factory=factory, estimator_info=info)
+        return _calibrate(None, cfg, out, estimator_factory=factory, info=info, success_model=success_model)
+    result = run_experiment(None, cfg, estimator_factory=factory, estimator_info=info, success_model=success_model)
     paths = write_report(result, out)
     print(paths["md"].read_text())
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}, {paths['attempts']}")
     return 0
 
 
-def _calibrate(model, cfg, out: Path, estimator_factory=None, info: dict | None = None) -> int:
+def _calibrate(model, cfg, out: Path, estimator_factory=None, info: dict | None = None, success_model=None) -> int:
     import json
 
     from wvm_ros.core.experiment import calibrate
 
+    grid = CAL_GRID if success_model is None else CAL_GRID_CLASSIFIER
     res = calibrate(model, [cfg.seed + i for i in range(cfg.episodes)], cfg.injections, cfg.difficulty, cfg.task,
-                    CAL_GRID, base=cfg.episode, estimate_fps=cfg.estimate_fps, estimator_factory=estimator_factory)
+                    grid, base=cfg.episode, estimate_fps=cfg.estimate_fps, estimator_factory=estimator_factory,
+                    success_model=success_model)
     res["estimator"] = info if info is not None else {
         "name": model.name, "checkpoint_id": model.checkpoint_id, "untrained": bool(model.untrained)}
+    res["success_classifier"] = None if success_model is None else {"checkpoint_id": success_model.checkpoint_id}
     res["estimate_fps"] = cfg.estimate_fps
     (out / "calibration.json").write_text(json.dumps(res, indent=1, default=float))
-    cols = list(CAL_GRID) + ["median_delay_s", "p90_delay_s", "false_success_rate", "missed", "stuck_caught",
+    cols = list(grid) + ["median_delay_s", "p90_delay_s", "false_success_rate", "missed", "stuck_caught",
                              "false_failures_clean", "random_caught"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in res["rows"]:

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--mode", choices=MODES, default=LAUNCH_ARGUMENTS["mode"][0],
                         help=LAUNCH_ARGUMENTS["mode"][1])
-    for name in ("checkpoint", "task", "params_file", "output_dir", "preset", "device", "image_topics"):
+    for name in ("checkpoint", "success_checkpoint", "task", "params_file", "output_dir", "preset", "device", "image_topics"):
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=LAUNCH_ARGUMENTS[name][0],
                             help=LAUNCH_ARGUMENTS[name][1])
     parser.add_argument("--record", default=LAUNCH_ARGUMENTS["record"][0], metavar="true|false",
@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         specs = build_graph(mode=args.mode, checkpoint=args.checkpoint, task=args.task, record=args.record,
                             params_file=args.params_file, output_dir=args.output_dir,
-                            preset=args.preset, device=args.device, image_topics=args.image_topics)
+                            preset=args.preset, device=args.device, image_topics=args.image_topics,
+                            success_checkpoint=args.success_checkpoint)
     except GraphError as e:
         print(f"wvm up: {e}", file=sys.stderr)
         return 2

@@ -16,9 +16,14 @@ States::
 One *episode* is a sequence of *attempts* at the same task that ends at the first success
 or after ``max_attempts`` attempts. Rules (all times in seconds, progress in [0, 1]):
 
-* success: progress >= ``success_threshold`` continuously for ``success_dwell_s``; once the
-  dwell has begun it survives dips down to ``success_threshold - success_hysteresis``
-  (hysteresis), a lower value restarts it;
+* success (``success_source``): ``"progress"``: progress >= ``success_threshold`` continuously
+  for ``success_dwell_s``; once the dwell has begun it survives dips down to
+  ``success_threshold - success_hysteresis`` (hysteresis), a lower value restarts it.
+  ``"classifier"``: the same rule on the success classifier's probability
+  (``wvm_msgs/Progress.success``) with ``success_prob_threshold`` / ``success_prob_dwell_s`` and
+  the same hysteresis; samples without a probability (NaN) neither start nor break its dwell.
+  ``"either"``: whichever of the two fires first (the progress rule alone while no probability
+  arrives);
 * stall: over the last ``stall_window_s`` the progress gained less than ``stall_min_gain``
   (max of the window minus its first value), checked once the attempt has run a whole window
   and only while the dwell has not begun;
@@ -48,6 +53,7 @@ STATES = (IDLE, RUNNING, SUCCEEDED, FAILED, RESETTING)
 EVENT_KINDS = ("START", "SUCCESS", "STALL", "REGRESSION", "TIMEOUT", "RETRY", "ABORT",
                "HUMAN_LABEL", "END", "HOLD", "RESUME", "FAILURE")
 OUTCOMES = ("success", "failure", "abort")
+SUCCESS_SOURCES = ("progress", "classifier", "either")
 
 
 class EpisodeError(RuntimeError):
@@ -62,6 +68,9 @@ class EpisodeConfig:
     success_threshold: float = 0.9
     success_hysteresis: float = 0.05
     success_dwell_s: float = 2.2
+    success_source: str = "either"          # progress | classifier | either
+    success_prob_threshold: float = 0.99
+    success_prob_dwell_s: float = 0.3
     stall_window_s: float = 6.0
     stall_min_gain: float = 0.03
     regression_window_s: float = 3.0
@@ -81,6 +90,11 @@ class EpisodeConfig:
         need(0.0 <= self.success_hysteresis < self.success_threshold, "success_hysteresis",
              "in [0, success_threshold)")
         need(self.success_dwell_s >= 0.0, "success_dwell_s", ">= 0")
+        need(self.success_source in SUCCESS_SOURCES, "success_source", f"one of {', '.join(SUCCESS_SOURCES)}")
+        need(0.0 < self.success_prob_threshold <= 1.0, "success_prob_threshold", "in (0, 1]")
+        need(self.success_hysteresis < self.success_prob_threshold, "success_hysteresis",
+             "below success_prob_threshold too")
+        need(self.success_prob_dwell_s >= 0.0, "success_prob_dwell_s", ">= 0")
         need(self.stall_window_s > 0.0, "stall_window_s", "> 0")
         need(self.stall_min_gain >= 0.0, "stall_min_gain", ">= 0 (0 disables stall detection)")
         need(self.regression_window_s > 0.0, "regression_window_s", "> 0")
@@ -154,6 +168,7 @@ class EpisodeStateMachine:
         self._hold_since: float | None = None
         self._samples: deque[tuple[float, float]] = deque()
         self._dwell_since: float | None = None
+        self._pdwell_since: float | None = None   # dwell of the success probability
 
     def _emit(self, kind: str, t: float, reason: str = "", outcome: str = "",
               progress: float | None = None) -> Event:
@@ -254,12 +269,17 @@ class EpisodeStateMachine:
         return [ev] + self._start_attempt(t)
 
     # ----------------------------------------------------------------- signals
-    def update(self, t: float, progress: float) -> list[Event]:
-        """A new valid progress value at time t. Invalid values (NaN, inf, outside [0, 1])
-        raise ValueError: the caller filters and counts them."""
+    def update(self, t: float, progress: float, success: float = math.nan) -> list[Event]:
+        """A new valid progress value at time t, with the success classifier's probability for
+        the same frame (NaN: none). Invalid values (progress NaN, inf or outside [0, 1]; a
+        probability that is not NaN and not in [0, 1]) raise ValueError: the caller filters and
+        counts them."""
         p = float(progress)
         if not math.isfinite(p) or p < 0.0 or p > 1.0:
             raise ValueError(f"progress {progress!r} is not a number in [0, 1]")
+        ps = float(success)
+        if not math.isnan(ps) and not (0.0 <= ps <= 1.0):
+            raise ValueError(f"success probability {success!r} is not NaN or a number in [0, 1]")
         if self.state != RUNNING:
             return []
         self.last_progress = p
@@ -271,17 +291,32 @@ class EpisodeStateMachine:
         while self._samples and self._samples[0][0] < t - horizon - 1e-9:
             self._samples.popleft()
 
-        # success, with dwell and hysteresis
-        if p >= cfg.success_threshold:
-            if self._dwell_since is None:
-                self._dwell_since = float(t)
-        elif p < cfg.success_threshold - cfg.success_hysteresis:
-            self._dwell_since = None
-        if self._dwell_since is not None and t - self._dwell_since >= cfg.success_dwell_s - 1e-9:
-            return self._end_attempt(
-                t, "SUCCESS", "success",
-                f"progress >= {cfg.success_threshold:g} (hysteresis {cfg.success_hysteresis:g}) for "
-                f"{t - self._dwell_since:.2f} s (now {_fmt(p)})")
+        # success, with dwell and hysteresis: on progress, on the success probability, or either
+        use_progress = cfg.success_source in ("progress", "either")
+        use_prob = cfg.success_source in ("classifier", "either")
+        if use_progress:
+            if p >= cfg.success_threshold:
+                if self._dwell_since is None:
+                    self._dwell_since = float(t)
+            elif p < cfg.success_threshold - cfg.success_hysteresis:
+                self._dwell_since = None
+            if self._dwell_since is not None and t - self._dwell_since >= cfg.success_dwell_s - 1e-9:
+                return self._end_attempt(
+                    t, "SUCCESS", "success",
+                    f"progress >= {cfg.success_threshold:g} (hysteresis {cfg.success_hysteresis:g}) for "
+                    f"{t - self._dwell_since:.2f} s (now {_fmt(p)})")
+        if use_prob and not math.isnan(ps):
+            if ps >= cfg.success_prob_threshold:
+                if self._pdwell_since is None:
+                    self._pdwell_since = float(t)
+            elif ps < cfg.success_prob_threshold - cfg.success_hysteresis:
+                self._pdwell_since = None
+            if self._pdwell_since is not None and t - self._pdwell_since >= cfg.success_prob_dwell_s - 1e-9:
+                return self._end_attempt(
+                    t, "SUCCESS", "success",
+                    f"success probability >= {cfg.success_prob_threshold:g} (hysteresis "
+                    f"{cfg.success_hysteresis:g}) for {t - self._pdwell_since:.2f} s (now {_fmt(ps)}; "
+                    f"progress {_fmt(p)})")
 
         # regression: drop below the maximum of the recent window
         reg = [q for (s, q) in self._samples if s >= t - cfg.regression_window_s - 1e-9]
@@ -293,7 +328,7 @@ class EpisodeStateMachine:
                 f"{cfg.regression_window_s:g} s (limit {cfg.regression_drop:g})")
 
         # stall: too little gain over a whole window (not while dwelling near success)
-        if (cfg.stall_min_gain > 0 and self._dwell_since is None
+        if (cfg.stall_min_gain > 0 and self._dwell_since is None and self._pdwell_since is None
                 and t - self._t_window_origin >= cfg.stall_window_s - 1e-9):
             win = [(s, q) for (s, q) in self._samples if s >= t - cfg.stall_window_s - 1e-9]
             if win and win[-1][0] - win[0][0] >= 0.8 * cfg.stall_window_s:
@@ -334,6 +369,7 @@ class EpisodeStateMachine:
         # the gap is not progress information: restart the windows and the dwell
         self._samples.clear()
         self._dwell_since = None
+        self._pdwell_since = None
         self._t_window_origin = float(t)
         return [self._emit("RESUME", t, reason)]
 

@@ -137,9 +137,9 @@ def run_attempt(sim, policy_factory: Callable[[list[dict], int], Any], estimator
     t = t_start
     t_gt = None
     last_stamp = None
-    pred = math.nan
+    pred = psucc = math.nan
     n_est, lat = 0, 0.0
-    trace = {"t": [], "gt": [], "pred": []} if keep_trace else None
+    trace = {"t": [], "gt": [], "pred": [], "success": []} if keep_trace else None
     step = 0
     while sm.state == RUNNING:
         rel = t - t_start
@@ -151,15 +151,17 @@ def run_attempt(sim, policy_factory: Callable[[list[dict], int], Any], estimator
             if est is not None and est.stamp_s != last_stamp:
                 last_stamp = est.stamp_s
                 pred = est.progress
+                psucc = est.success
                 n_est += 1
                 lat += est.latency_s
-                events = sm.update(t, est.progress)
+                events = sm.update(t, est.progress, est.success)
         if not events:
             events = sm.tick(t)
         if trace is not None:
             trace["t"].append(rel)
             trace["gt"].append(sim.progress)
             trace["pred"].append(pred)
+            trace["success"].append(psucc)
         if sm.state != RUNNING:
             break
         state = sim.step(policy.act(state)).state
@@ -268,9 +270,12 @@ def summarise(episodes: list[dict], attempts: list[AttemptResult]) -> dict:
     return out
 
 
-def _sim_and_estimator(model, difficulty: float, task: str, estimate_fps: float | None, estimator_factory):
+def _sim_and_estimator(model, difficulty: float, task: str, estimate_fps: float | None, estimator_factory,
+                       success_model=None):
     """The simulator and the estimator: the WVM's streaming estimator, or `estimator_factory(sim)`
-    (e.g. a StateOracleEstimator reading the simulator's state; then `model` may be None)."""
+    (e.g. a StateOracleEstimator reading the simulator's state; then `model` may be None); with
+    `success_model` (wvm_ros.core.success) every estimate also carries its success probability,
+    as the value node publishes it."""
     from wvm_ros.core.sim import PushTSim
     from wvm_ros.core.streaming import StreamingValueEstimator
 
@@ -278,22 +283,32 @@ def _sim_and_estimator(model, difficulty: float, task: str, estimate_fps: float 
         raise ValueError("experiment: needs a value model or an estimator_factory")
     size = tuple(model.config.image_size) if model is not None else (96, 96)
     sim = PushTSim(image_size=size, difficulty=difficulty)
-    if estimator_factory is not None:
-        return sim, estimator_factory(sim)
-    return sim, StreamingValueEstimator(model, task, estimate_fps=estimate_fps)
+    est = (estimator_factory(sim) if estimator_factory is not None
+           else StreamingValueEstimator(model, task, estimate_fps=estimate_fps))
+    if success_model is not None:
+        from wvm_ros.core.success import SuccessEstimator, WithSuccess
+
+        est = WithSuccess(est, SuccessEstimator(success_model))
+    return sim, est
 
 
 def run_experiment(model, cfg: ExperimentConfig, progress: bool = True, estimator_factory=None,
-                   estimator_info: dict | None = None) -> dict:
+                   estimator_info: dict | None = None, success_model=None) -> dict:
     """Run every seed with retries on and off; returns {"summary", "episodes", "attempts", "config"}.
 
     By default the WVM `model` runs through the streaming estimator; `estimator_factory(sim)`
-    replaces it (described in the summary by `estimator_info`)."""
+    replaces it (described in the summary by `estimator_info`). `success_model`: a success
+    classifier whose probability goes to the state machine beside the value
+    (cfg.episode.success_source says which the success rule reads)."""
     from tqdm import tqdm
 
     from wvm_ros.core.sim import Injection, ScriptedPushTPolicy
 
-    sim, estimator = _sim_and_estimator(model, cfg.difficulty, cfg.task, cfg.estimate_fps, estimator_factory)
+    if cfg.episode.success_source == "classifier" and success_model is None:
+        raise ValueError(f"experiment: success_source {cfg.episode.success_source!r} needs a success classifier "
+                         "(--success-checkpoint)")
+    sim, estimator = _sim_and_estimator(model, cfg.difficulty, cfg.task, cfg.estimate_fps, estimator_factory,
+                                        success_model)
 
     def policy_factory(injections, seed):
         return ScriptedPushTPolicy(injections=[Injection(**i) for i in injections], seed=seed)
@@ -330,6 +345,8 @@ def run_experiment(model, cfg: ExperimentConfig, progress: bool = True, estimato
     summary["wall_time_s"] = time.monotonic() - t0
     summary["model"] = estimator_info if estimator_info is not None else {
         "name": model.name, "checkpoint_id": model.checkpoint_id, "untrained": bool(model.untrained)}
+    summary["success_classifier"] = (None if success_model is None
+                                     else {"checkpoint_id": success_model.checkpoint_id})
     return {"summary": summary, "episodes": episodes, "attempts": [asdict(a) for a in attempts],
             "config": cfg.to_dict()}
 
@@ -347,7 +364,7 @@ def record_trace(sim, policy_factory, estimator, scene_seed: int, injections: li
     policy = policy_factory(injections, scene_seed)
     estimator.reset()
     torch.manual_seed(scene_seed)
-    ts, preds, gts = [], [], []
+    ts, preds, gts, succ = [], [], [], []
     t_gt, last = None, None
     for step in range(int(max_s * hz) + 1):
         t = step / hz
@@ -361,10 +378,11 @@ def record_trace(sim, policy_factory, estimator, scene_seed: int, injections: li
                 last = e.stamp_s
                 ts.append(t)
                 preds.append(float(e.progress))
+                succ.append(float(e.success))
                 gts.append(float(sim.progress))
         state = sim.step(policy.act(state)).state
     return {"scene_seed": scene_seed, "injection": ",".join(i["kind"] for i in injections) or "none",
-            "t": ts, "pred": preds, "gt": gts, "t_gt": t_gt, "t_end": t}
+            "t": ts, "pred": preds, "success": succ, "gt": gts, "t_gt": t_gt, "t_end": t}
 
 
 def replay(trace: dict, ecfg: EpisodeConfig, dt: float = 0.1) -> tuple[str, float]:
@@ -372,11 +390,12 @@ def replay(trace: dict, ecfg: EpisodeConfig, dt: float = 0.1) -> tuple[str, floa
     live loop decides, since nothing acts on the robot before the first decision."""
     sm = EpisodeStateMachine(ecfg)
     sm.start_episode(0.0)
-    est = dict(zip((round(t / dt) for t in trace["t"]), trace["pred"]))
+    succ = trace.get("success") or [math.nan] * len(trace["pred"])   # traces recorded before it existed
+    est = dict(zip((round(t / dt) for t in trace["t"]), zip(trace["pred"], succ)))
     for k in range(int(round(trace["t_end"] / dt)) + 1):
         t = k * dt
         if k in est:
-            sm.update(t, est[k])
+            sm.update(t, *est[k])
         else:
             sm.tick(t)
         if sm.state != RUNNING:
@@ -412,17 +431,17 @@ def score_replays(traces: list[dict], ecfg: EpisodeConfig) -> dict:
 
 def calibrate(model, seeds: list[int], mix: "InjectionMix", difficulty: float, task: str,
               grid: dict[str, list], base: EpisodeConfig | None = None, progress: bool = True,
-              estimate_fps: float | None = None, estimator_factory=None) -> dict:
+              estimate_fps: float | None = None, estimator_factory=None, success_model=None) -> dict:
     """Record one attempt per seed (injections drawn as in the experiment), then score every
-    combination of `grid` (EpisodeConfig field -> values) by replay. `estimator_factory` as in
-    run_experiment."""
+    combination of `grid` (EpisodeConfig field -> values) by replay. `estimator_factory` and
+    `success_model` as in run_experiment."""
     import itertools
 
     from tqdm import tqdm
 
     from wvm_ros.core.sim import Injection, ScriptedPushTPolicy
 
-    sim, estimator = _sim_and_estimator(model, difficulty, task, estimate_fps, estimator_factory)
+    sim, estimator = _sim_and_estimator(model, difficulty, task, estimate_fps, estimator_factory, success_model)
     factory = lambda inj, seed: ScriptedPushTPolicy(injections=[Injection(**i) for i in inj], seed=seed)  # noqa: E731
     traces = []
     for s in tqdm(seeds, desc="recording attempts", disable=not progress):
@@ -475,7 +494,8 @@ def write_report(result: dict, output: str | Path) -> dict[str, Path]:
     lines = [
         "# Retries experiment (PushT simulator, injected failures)",
         "",
-        f"Model: {m['name']} `{m['checkpoint_id']}`{' (UNTRAINED: random weights)' if m['untrained'] else ''}; "
+        f"Model: {m['name']} `{m['checkpoint_id']}`{' (UNTRAINED: random weights)' if m['untrained'] else ''}"
+        f"{'; success classifier `' + s['success_classifier']['checkpoint_id'] + '`' if s.get('success_classifier') else ''}; "
         f"{s['episodes_with_retries']} seeds, each with retries (up to {result['config']['max_attempts']} attempts) "
         f"and without; {s['attempts']} distinct attempts; wall time {s['wall_time_s']:.0f} s.",
         "",
@@ -549,6 +569,8 @@ def _plot(result: dict, path: Path) -> None:
         tr = a["trace"]
         ax.plot(tr["t"], tr["gt"], label="ground truth (coverage)", color="k")
         ax.plot(tr["t"], tr["pred"], label="WVM progress", color="#2a7ab9")
+        if any(not math.isnan(x) for x in tr.get("success", [])):
+            ax.plot(tr["t"], tr["success"], label="success probability", color="#d97a00", lw=1)
         if a["t_gt_success"] is not None:
             ax.axvline(a["t_gt_success"], color="g", ls=":", label="sim success")
         ax.axvline(a["t_decision"], color="r", ls="--", label=a["decided_by"])

@@ -4,8 +4,9 @@
                                          episode="ep3 #2 RUNNING", untrained=True))
 
 Draws, on a copy of the frame (scaled up to at least `min_width` so that text is legible):
-a progress bar with the value, the task text, the episode state, the model status, and a
-red UNTRAINED banner when the weights are random.
+a progress bar with the value (and, with a success classifier, its P(done) at the bar's
+right end), the task text, the episode state, the model status, and a red UNTRAINED banner
+when the weights are random.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class OverlayState:
     status: str = ""            # e.g. "warming up 3/9", "inference error"
     untrained: bool = False
     model: str = ""             # e.g. "tiny@1a2b3c4d"
+    success: float | None = None  # success classifier's P(done); None / NaN: no classifier
 
 
 def _progress_color(p: float) -> tuple[int, int, int]:
@@ -82,6 +84,12 @@ def draw_overlay(frame: np.ndarray, state: OverlayState, min_width: int = 320) -
         label = "progress --"
     cv2.rectangle(img, (x0, y0), (x1, y1), (255, 255, 255), 1)
     _text(img, label, (x0 + 4, y1 - max(2, bar_h // 5)), scale, (255, 255, 255))
+    ps = state.success
+    if have and ps is not None and ps == ps:
+        done = f"done {min(1.0, max(0.0, float(ps))):.2f}"
+        (tw, _), _ = cv2.getTextSize(done, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        _text(img, done, (x1 - tw - 4, y1 - max(2, bar_h // 5)), scale,
+              (120, 255, 120) if ps >= 0.5 else (255, 255, 255))
 
     if state.untrained:
         by0 = y0 - pad - line - 4

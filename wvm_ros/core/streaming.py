@@ -41,6 +41,7 @@ class ValueEstimate:
     latency_s: float         # compute time of this estimate
     valid: bool
     status: str
+    success: float = float("nan")  # P(task done | this frame) from a success classifier; NaN: none
 
 
 def dense_factor(sample_fps: float, estimate_fps: float | None) -> int:

@@ -283,9 +283,30 @@ class PolicyNode(Node):
         events = []
         if self.sm.holding:
             events += self.sm.resume(t, f"valid Progress again ({p:.3f})")
-        events += self.sm.update(t, min(1.0, max(0.0, p)))
+        events += self.sm.update(t, min(1.0, max(0.0, p)), self._success_of(msg))
         self.publish_events(events)
         self.after_events()
+
+    def _success_of(self, msg: Progress) -> float:
+        """The success classifier's probability carried by a valid Progress (NaN: none). A value
+        that is not NaN and not in [0, 1] is ignored and counted; with success_source classifier,
+        Progress without any probability is counted and said once (no success decision can come)."""
+        s = float(getattr(msg, "success", math.nan))
+        if math.isnan(s):
+            if self.sm_config.success_source == "classifier":
+                self.stats.count("success probability missing")
+                if self.ratelog.should_log("no success probability"):
+                    self.get_logger().warning(
+                        f"success_source is 'classifier' but {self.progress_topic} carries no success probability "
+                        "(NaN): no success decision can be taken; give the value node a success_checkpoint, or "
+                        "set success_source to 'progress' or 'either'")
+            return math.nan
+        if not (-1e-6 <= s <= 1.0 + 1e-6):
+            self.stats.count("success probability ignored: out of range")
+            if self.ratelog.should_log("success range"):
+                self.get_logger().warning(f"{self.progress_topic}: success probability {s} outside [0, 1] ignored")
+            return math.nan
+        return min(1.0, max(0.0, s))
 
     def _label(self, label: str, reason: str) -> tuple[bool, str]:
         try:

@@ -5,7 +5,8 @@ Subscribes (defaults; remappable):
   /wvm/task                       std_msgs/String (also the `task` parameter)
   /wvm/episode_event              wvm_msgs/EpisodeEvent (START resets the windows; ids go into Progress)
 Publishes:
-  /wvm/progress        wvm_msgs/Progress (header.stamp = newest image used)
+  /wvm/progress        wvm_msgs/Progress (header.stamp = newest image used; `success`: the success
+                       classifier's P(done) for the same frame when success_checkpoint gives one)
   /wvm/progress_value  std_msgs/Float32 (valid estimates only)
   /wvm/overlay         sensor_msgs/Image rgb8 (progress bar, value, task, episode state, UNTRAINED banner)
   /wvm/marker          visualization_msgs/Marker TEXT_VIEW_FACING
@@ -57,6 +58,7 @@ from wvm_ros.ros.qos import qos_from_name, reliable
 from wvm_ros.ros.stamps import stamp_to_sec
 
 SHIPPED_CHECKPOINT = "models/wvm-tiny-pusht"
+SHIPPED_SUCCESS = "models/success-pusht"
 UNTRAINED_SEED = 0  # random weights are seeded: same weights -> same model hash -> cached ONNX reused
 EVENT_NAMES = {getattr(EpisodeEvent, n): n for n in
                ("START", "SUCCESS", "STALL", "REGRESSION", "TIMEOUT", "RETRY", "ABORT", "HUMAN_LABEL", "END",
@@ -77,6 +79,22 @@ def resolve_checkpoint(param: str) -> str | None:
     from wvm_ros.graph import find_data
 
     p = find_data(SHIPPED_CHECKPOINT)
+    return str(p) if p is not None else None
+
+
+def resolve_success_checkpoint(param: str, value_param: str) -> str | None:
+    """The success classifier to load: the parameter when set ("none": no classifier), else the
+    shipped PushT classifier when the value model is the shipped PushT one too (both default),
+    else none (a classifier of another task would be wrong)."""
+    if param.strip().lower() in ("none", "off", "false"):
+        return None
+    if param:
+        return param
+    if value_param.strip():
+        return None
+    from wvm_ros.graph import find_data
+
+    p = find_data(SHIPPED_SUCCESS)
     return str(p) if p is not None else None
 
 
@@ -115,6 +133,7 @@ class ValueNode(Node):
         super().__init__("wvm_value", **kwargs)
         p = self.declare_parameter
         ck_param = str(p("checkpoint", "").value)
+        succ_param = str(p("success_checkpoint", "").value)
         self.preset = str(p("preset", "tiny").value) or None
         device = str(p("device", "cpu").value)
         self.task = str(p("task", "").value)
@@ -166,6 +185,16 @@ class ValueNode(Node):
         self.untrained = bool(getattr(self.model, "untrained", ckpt is None))
         self.model_name = str(getattr(self.model, "name", self.preset or ""))
         self.checkpoint_id = str(getattr(self.model, "checkpoint_id", "UNTRAINED"))
+        succ = resolve_success_checkpoint(succ_param, ck_param)
+        self.success_model = None
+        if succ is not None:
+            from wvm_ros.core.success import load_success
+
+            if not Path(succ).expanduser().exists():
+                raise CheckpointMissing(f"success_checkpoint {Path(succ).expanduser()} does not exist (expected a "
+                                        "directory written by `wvm train-success`, or 'none')")
+            self.success_model = load_success(Path(succ).expanduser(), device=device)  # SuccessLoadError: exit 2
+        self.success_id = self.success_model.checkpoint_id if self.success_model is not None else "none"
         # BackendError (nothing allowed can run; strict and the named one cannot) ends the node: code 2
         t_backend = time.perf_counter()
         self.infer_model, selections = create_value_backends(self.model, opts)
@@ -189,6 +218,10 @@ class ValueNode(Node):
             raise BadParameter(f"parameter estimate_fps={estimate_fps:g}: {e} (0: one estimate per sampled frame)") from e
         for i, t in enumerate(topics):
             est = StreamingValueEstimator(self.infer_model, self.task, estimate_fps=self.estimate_fps)
+            if self.success_model is not None:   # P(done) of the same frame rides on each estimate
+                from wvm_ros.core.success import SuccessEstimator, WithSuccess
+
+                est = WithSuccess(est, SuccessEstimator(self.success_model))
             self.cameras.append(Camera(topic=t, index=i, estimator=est))
         self.task_pending: str | None = None
         self.reset_pending = False
@@ -198,6 +231,7 @@ class ValueNode(Node):
 
         self.stats = NodeStats(rates=("input", "output", "estimate"), expect_input_within_s=5.0)
         self.stats.extra.update({"model": self.model_name, "checkpoint": self.checkpoint_id,
+                                 "success classifier": self.success_id,
                                  "untrained": str(self.untrained), "device": device,
                                  "backend": self.backend_description,
                                  "backend requested": opts.backend,
@@ -377,6 +411,12 @@ class ValueNode(Node):
                 if c.last is not None and c.last.valid and (c is cam or now_s - c.last.stamp_s <= self.stale_after_s)]
         return float(np.mean(vals)) if vals else None
 
+    def _fused_success(self, cam: Camera, now_s: float) -> float:
+        vals = [c.last.success for c in self.cameras
+                if c.last is not None and c.last.valid and math.isfinite(getattr(c.last, "success", math.nan))
+                and (c is cam or now_s - c.last.stamp_s <= self.stale_after_s)]
+        return float(np.mean(vals)) if vals else float("nan")
+
     def _publish(self, cam: Camera, est, stamp: Time, frame_id: str, episode, status: str = "",
                  latency: float = 0.0, frame=None) -> None:
         episode_id, attempt, state = episode
@@ -393,8 +433,10 @@ class ValueNode(Node):
             msg.chunk = [float(v) for v in np.asarray(est.chunk, dtype=np.float32).reshape(-1)]
             msg.valid = True
             msg.inference_latency = float(getattr(est, "latency_s", latency))
+            msg.success = self._fused_success(cam, stamp_to_sec(stamp))
         else:
             msg.progress = float("nan")
+            msg.success = float("nan")
             msg.valid = False
             msg.inference_latency = float(latency)
             if not status:
@@ -419,7 +461,8 @@ class ValueNode(Node):
             img = draw_overlay(frame, OverlayState(
                 progress=msg.progress if msg.valid else None, valid=msg.valid, task=msg.task,
                 episode=episode_label(msg.episode_id, msg.attempt, state), status=msg.status,
-                untrained=self.untrained, model=f"{self.model_name}@{self.checkpoint_id}"))
+                untrained=self.untrained, model=f"{self.model_name}@{self.checkpoint_id}",
+                success=msg.success if msg.valid else None))
             out = array_to_image_msg(img, "rgb8")
             out.header = msg.header
             self.pub_overlay.publish(out)
@@ -460,6 +503,8 @@ def main(args=None) -> int:
         pass
     except Exception as e:
         load_errors: tuple = (CheckpointMissing, BadBackendParameters, BadParameter)
+        if "wvm_ros.core.baselines" in sys.modules:   # SuccessLoadError is one of these
+            load_errors += (sys.modules["wvm_ros.core.baselines"].BaselineLoadError,)
         if "wvm_ros.core.model" in sys.modules:
             load_errors += (sys.modules["wvm_ros.core.model"].ModelLoadError,)
         if "wvm_ros.core.backends" in sys.modules:
