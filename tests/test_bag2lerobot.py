@@ -172,6 +172,8 @@ def test_convert_recorded_values_and_deterministic(tmp_path):
     fr = ds[5]
     # frame 5 of the first attempt: its own estimate (stamped with image 5), the answer action 5
     assert float(fr["progress"]) == pytest.approx(6 / 12)
+    assert float(fr["success_probability"]) == pytest.approx(6 / 12)   # Progress.success of that estimate
+    assert np.isnan(float(ds[0]["success_probability"]))
     assert fr["action"].tolist() == [5.0, 5.5]
     assert fr["observation.state"].tolist() == [5.0, 10.0]
     assert float(fr["ground_truth_progress"]) == pytest.approx(5 / 12)
@@ -187,6 +189,55 @@ def test_convert_recorded_values_and_deterministic(tmp_path):
     # failed attempts dropped on request
     rep3 = convert_bags([bags], tmp_path / "ds3", keep_failed=False, progress_bar=False)
     assert len(rep3.episodes) == 1 and rep3.skipped and "failure" in rep3.skipped[0]
+
+
+def test_bags_recorded_with_an_older_progress_definition_still_convert(tmp_path):
+    """Bags from before Progress had its `success` field: the recorded definition decodes them."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+
+    new_def = B.message_definition("wvm_msgs/msg/Progress")
+    old_def = new_def.replace("float32 success\n", "")
+    assert old_def != new_def
+    old = get_typestore(Stores.ROS2_KILTED)
+    old.register(get_types_from_msg(old_def, "wvm_msgs/msg/Progress"))
+    P, H, T = (old.types[n] for n in ("wvm_msgs/msg/Progress", "std_msgs/msg/Header", "builtin_interfaces/msg/Time"))
+
+    def old_progress(stamp_ns, v):
+        return bytes(old.serialize_cdr(P(header=H(stamp=T(sec=stamp_ns // NS, nanosec=stamp_ns % NS), frame_id="camera"),
+                                         progress=v, chunk=np.array([v] * 4, np.float32), valid=True, status="",
+                                         task="push", episode_id="e", attempt=1, model_name="tiny",
+                                         checkpoint_id="abc", untrained=False, inference_latency=0.01),
+                                       "wvm_msgs/msg/Progress"))
+
+    raw = old_progress(3 * NS, 0.625)
+    try:                                 # the current layout cannot read it ...
+        m = B.deserialize(raw, "wvm_msgs/msg/Progress")
+        misread = not (m.task == "push" and m.model_name == "tiny" and m.checkpoint_id == "abc")
+    except Exception:
+        misread = True
+    assert misread
+    m = B.deserialize(raw, "wvm_msgs/msg/Progress", old_def)   # ... the recorded one can
+    assert m.progress == pytest.approx(0.625) and m.task == "push" and not hasattr(m, "success")
+
+    n, t0, dt = 8, 10 * NS, NS // 10
+    w = B.BagWriter(tmp_path / "bags" / "old_att001", custom_data={"task": "push the T", "attempt": 1})
+    w.add_topic("/camera/image_raw", "sensor_msgs/msg/Image")
+    w.add_topic("/robot/joint_states", "sensor_msgs/msg/JointState")
+    w.add_topic("/robot/action", "std_msgs/msg/Float64MultiArray")
+    w.add_topic("/wvm/progress", "wvm_msgs/msg/Progress", msgdef=old_def)
+    for i in range(n):
+        t = t0 + i * dt
+        w.write("/robot/joint_states", joints(t, float(i)), t - 1_000_000)
+        w.write("/camera/image_raw", image(t, i), t + 2_000_000)
+        w.write("/robot/action", action(float(i)), t + 5_000_000)
+        w.write("/wvm/progress", old_progress(t, (i + 1) / n), t + 30_000_000)
+    w.close({"outcome": "success"})
+    rep = convert_bags([tmp_path / "bags"], tmp_path / "ds", progress_bar=False)
+    assert rep.values == "recorded" and [e["frames"] for e in rep.episodes] == [n]
+    ds = LeRobotDataset("local/wvm_bags", root=tmp_path / "ds")
+    assert [float(ds[i]["progress"]) for i in range(n)] == pytest.approx([(i + 1) / n for i in range(n)])
+    assert all(np.isnan(float(ds[i]["success_probability"])) for i in range(n))   # not recorded then
 
 
 def test_missing_topics_report_and_no_partial_dataset(tmp_path):

@@ -129,12 +129,46 @@ def message_definition(typename: str) -> str:
     raise BagError(f"cannot resolve the definition of {typename} (too many nested unknown types)")
 
 
-def deserialize(data: bytes, typename: str):
-    """CDR bytes -> a rosbags message object (dataclass-like, numpy arrays for arrays)."""
+_BAG_STORES: dict[str, object] = {}   # (type, recorded definition) -> a type store that has it
+
+
+def _layout(msgdef: str) -> str:
+    """A definition without comments and blank lines (what decides the CDR layout)."""
+    lines = (ln.split("#", 1)[0].strip() for ln in msgdef.splitlines())
+    return "\n".join(" ".join(ln.split()) for ln in lines if ln)
+
+
+def _store_for_definition(typename: str, msgdef: str):
+    """A type store that decodes `typename` as `msgdef` (a bag's recorded ros2msg definition,
+    dependencies appended), for bags written with an older or newer version of a message."""
+    import hashlib
+
+    from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+
+    key = hashlib.sha256(f"{typename}\n{msgdef}".encode()).hexdigest()
+    if key not in _BAG_STORES:
+        ts = get_typestore(Stores.ROS2_KILTED)
+        try:
+            ts.register(get_types_from_msg(msgdef, typename))
+        except Exception as e:  # rosbags raises its own parse errors
+            raise BagError(f"the bag's definition of {typename} cannot be parsed: {e}") from e
+        _BAG_STORES[key] = ts
+    return _BAG_STORES[key]
+
+
+def deserialize(data: bytes, typename: str, msgdef: str | None = None):
+    """CDR bytes -> a rosbags message object (dataclass-like, numpy arrays for arrays).
+
+    `msgdef`: the definition the message was recorded with (a bag's connection); when its
+    layout differs from this checkout's (a bag from before a field was added, e.g.
+    wvm_msgs/Progress `success`), the message is decoded with the recorded definition, so old
+    bags stay readable; fields it lacks are simply absent from the object."""
     typename = normalize_typename(typename)
     ts = _typestore()
     if typename not in ts.fielddefs:
         message_definition(typename)
+    if msgdef and msgdef.strip() and _layout(msgdef) != _layout(message_definition(typename)):
+        ts = _store_for_definition(typename, msgdef)
     return ts.deserialize_cdr(data, typename)
 
 
@@ -671,11 +705,16 @@ def count_messages_mcap(bag_dir: str | os.PathLike) -> dict[str, int]:
     return dict(counts)
 
 
-def iter_bag(bag_dir: str | os.PathLike, topics=None) -> Iterator[tuple[str, str, int, bytes]]:
-    """(topic, type, log_time_ns, cdr bytes) in time order, via rosbags."""
+def iter_bag(bag_dir: str | os.PathLike, topics=None, definitions: bool = False) -> Iterator[tuple]:
+    """(topic, type, log_time_ns, cdr bytes) in time order, via rosbags; with `definitions`,
+    (topic, type, log_time_ns, cdr bytes, recorded ros2msg definition or None), for
+    `deserialize(..., msgdef=)`."""
     from rosbags.rosbag2 import Reader
 
     with Reader(Path(bag_dir)) as reader:
         conns = [c for c in reader.connections if topics is None or c.topic in topics]
         for conn, t, raw in reader.messages(connections=conns):
-            yield conn.topic, conn.msgtype, int(t), bytes(raw)
+            if definitions:
+                yield conn.topic, conn.msgtype, int(t), bytes(raw), getattr(conn.msgdef, "data", None) or None
+            else:
+                yield conn.topic, conn.msgtype, int(t), bytes(raw)

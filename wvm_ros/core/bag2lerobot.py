@@ -19,6 +19,8 @@ Alignment (`FrameAligner`), per attempt:
   most `progress_max_age_s` older; when the newest one is older (the value node stalled),
   it is kept but `value_valid = False`; frames before the first estimate get progress 0
   and `value_valid = False`;
+* `success_probability` is the success classifier's P(done) carried by that same Progress
+  (`Progress.success`; NaN when the value node had none, or the bag predates the field);
 * `next.done` is set on the last frame, `next.success` on the last frame of a successful
   attempt.
 Times are the recording (log) times in nanoseconds, except the progress match which uses
@@ -108,12 +110,13 @@ def _stamp_ns(header) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
-def decode(typename: str, raw: bytes):
-    """CDR bytes of a recorded message -> what the aligner needs (numpy, floats)."""
+def decode(typename: str, raw: bytes, msgdef: str | None = None):
+    """CDR bytes of a recorded message -> what the aligner needs (numpy, floats). `msgdef`: the
+    definition it was recorded with (bags from older versions of wvm_msgs stay readable)."""
     from wvm_ros.core.images import image_to_rgb8
 
     typename = normalize_typename(typename)
-    msg = deserialize(raw, typename)
+    msg = deserialize(raw, typename, msgdef)
     if typename == "sensor_msgs/msg/Image":
         rgb = image_to_rgb8(msg.encoding, int(msg.height), int(msg.width), int(msg.step),
                             np.asarray(msg.data), bool(msg.is_bigendian))
@@ -129,6 +132,7 @@ def decode(typename: str, raw: bytes):
     if typename == "wvm_msgs/msg/Progress":
         return {"stamp_ns": _stamp_ns(msg.header), "progress": float(msg.progress),
                 "chunk": np.asarray(msg.chunk, dtype=np.float32).reshape(-1), "valid": bool(msg.valid),
+                "success": float(getattr(msg, "success", math.nan)),   # absent in bags before it existed
                 "task": str(msg.task), "model_name": str(msg.model_name), "checkpoint_id": str(msg.checkpoint_id)}
     if typename in ("std_msgs/msg/Float32", "std_msgs/msg/Float64"):
         return float(msg.data)
@@ -152,6 +156,7 @@ class Frame:
     chunk: np.ndarray | None
     value_valid: bool
     ground_truth: float
+    success: float = math.nan      # the success classifier's P(done) from the same Progress; NaN: none
 
 
 @dataclass
@@ -211,7 +216,7 @@ class FrameAligner:
         self.state = (_Latest(), _Latest())
         self.action = _Latest()
         self.gt = _Latest()          # no header: nearest by recording time, either side
-        self.progress: deque = deque(maxlen=1024)    # (stamp_ns, progress, chunk), valid ones, stamp order
+        self.progress: deque = deque(maxlen=1024)    # (stamp_ns, progress, chunk, success), valid ones, stamp order
         self.newest_progress_stamp = -1
         self.pending: deque = deque()                 # (t_ns, stamp_ns, rgb)
         self.stats = AlignStats()
@@ -235,7 +240,8 @@ class FrameAligner:
             self.gt.add(t_ns, float(value))
             self.has_ground_truth = True
         elif topic == c.progress_topic and self.use_recorded_progress:
-            self.add_progress(value["stamp_ns"], value["progress"], value["chunk"], value["valid"])
+            self.add_progress(value["stamp_ns"], value["progress"], value["chunk"], value["valid"],
+                              value.get("success", math.nan))
 
     @staticmethod
     def _add_stamped(bufs, t_ns: int, value) -> None:
@@ -253,9 +259,12 @@ class FrameAligner:
             v = bufs[1].at_or_before(t, self.max_age)
         return v
 
-    def add_progress(self, stamp_ns: int, progress: float, chunk, valid: bool = True) -> None:
+    def add_progress(self, stamp_ns: int, progress: float, chunk, valid: bool = True,
+                     success: float = math.nan) -> None:
         if valid and math.isfinite(progress):
-            self.progress.append((int(stamp_ns), float(progress), np.asarray(chunk, np.float32)))
+            ps = float(success)
+            ps = ps if 0.0 <= ps <= 1.0 else math.nan      # NaN, inf, out of range: unknown
+            self.progress.append((int(stamp_ns), float(progress), np.asarray(chunk, np.float32), ps))
         self.newest_progress_stamp = max(self.newest_progress_stamp, int(stamp_ns))
 
     def _ready(self, i: int, now: int) -> bool:
@@ -284,11 +293,11 @@ class FrameAligner:
         return out
 
     def _progress_for(self, stamp: int):
-        """(progress, chunk, fresh): the newest valid estimate at or before the stamp; not
-        fresh when older than progress_max_age (the value stays, value_valid is False)."""
-        for s, p, ch in reversed(self.progress):
+        """(progress, chunk, fresh, success): the newest valid estimate at or before the stamp;
+        not fresh when older than progress_max_age (the value stays, value_valid is False)."""
+        for s, p, ch, ps in reversed(self.progress):
             if s <= stamp:
-                return p, ch, stamp - s <= self.progress_max_age
+                return p, ch, stamp - s <= self.progress_max_age, ps
         return None
 
     def _make(self, t: int, stamp: int, rgb) -> Frame | None:
@@ -315,7 +324,7 @@ class FrameAligner:
         return Frame(t, stamp, images, state, action,
                      float(np.clip(pv[0], 0.0, 1.0)) if pv else 0.0,
                      pv[1] if pv else None, bool(pv and pv[2]),
-                     float("nan") if gt is None else float(gt))
+                     float("nan") if gt is None else float(gt), pv[3] if pv else math.nan)
 
 
 # ----------------------------------------------------------------------------- dataset writing
@@ -373,7 +382,7 @@ def make_writer(root: Path, spec: EpisodeSpec, fps: int, task: str, use_videos, 
         log.warning("cameras %s are smaller than %d px: storing images, not videos", small, MIN_VIDEO_SIDE)
         use_videos = False
 
-    extras = {"value_valid": "bool"}
+    extras = {"value_valid": "bool", "success_probability": "float32"}
     if spec.ground_truth:
         extras["ground_truth_progress"] = "float32"
     return ValuedDatasetWriter(root, image_shapes=spec.image_shapes, state=spec.state_dim,
@@ -383,7 +392,7 @@ def make_writer(root: Path, spec: EpisodeSpec, fps: int, task: str, use_videos, 
 
 
 def add_frame(writer, spec: EpisodeSpec, f: Frame, task: str, last: bool, success: bool) -> None:
-    extras = {"value_valid": bool(f.value_valid)}
+    extras = {"value_valid": bool(f.value_valid), "success_probability": float(f.success)}
     if spec.ground_truth:
         extras["ground_truth_progress"] = float(f.ground_truth)
     writer.add_frame(f.images, f.state, f.action, progress=f.progress,
@@ -633,8 +642,8 @@ def measure_bag_fps(bag: Path, topic: str) -> int:
 
 
 def _first_progress(bag: Path, cfg: AlignConfig) -> dict | None:
-    for topic, typename, _t, raw in iter_bag(bag, [cfg.progress_topic]):
-        v = decode(typename, raw)
+    for topic, typename, _t, raw, msgdef in iter_bag(bag, [cfg.progress_topic], definitions=True):
+        v = decode(typename, raw, msgdef)
         if isinstance(v, dict) and v.get("valid", True):
             return v
     return None
@@ -647,8 +656,8 @@ def _iter_frames(bag: Path, cfg: AlignConfig, use_recorded_progress: bool, stats
                           cfg.ground_truth_topic) if t in types]
     al = FrameAligner(cfg, use_recorded_progress)
     stats_out.append(al.stats)
-    for topic, typename, t, raw in iter_bag(bag, wanted):
-        al.push(topic, t, decode(typename, raw))
+    for topic, typename, t, raw, msgdef in iter_bag(bag, wanted, definitions=True):
+        al.push(topic, t, decode(typename, raw, msgdef))
         yield from al.pop_ready(t)
     yield from al.finish()
 
