@@ -140,6 +140,14 @@ class AttemptRecord:
     held_s: float = 0.0
 
 
+def _dwell(since: float | None, t: float, value: float, threshold: float, hysteresis: float) -> float | None:
+    """When the dwell began (None: not dwelling): it begins at the first value >= threshold and
+    survives values down to threshold - hysteresis."""
+    if value >= threshold:
+        return float(t) if since is None else since
+    return None if value < threshold - hysteresis else since
+
+
 def _fmt(p: float) -> str:
     return "nan" if p is None or math.isnan(p) else f"{p:.3f}"
 
@@ -292,25 +300,16 @@ class EpisodeStateMachine:
             self._samples.popleft()
 
         # success, with dwell and hysteresis: on progress, on the success probability, or either
-        use_progress = cfg.success_source in ("progress", "either")
-        use_prob = cfg.success_source in ("classifier", "either")
-        if use_progress:
-            if p >= cfg.success_threshold:
-                if self._dwell_since is None:
-                    self._dwell_since = float(t)
-            elif p < cfg.success_threshold - cfg.success_hysteresis:
-                self._dwell_since = None
+        if cfg.success_source in ("progress", "either"):
+            self._dwell_since = _dwell(self._dwell_since, t, p, cfg.success_threshold, cfg.success_hysteresis)
             if self._dwell_since is not None and t - self._dwell_since >= cfg.success_dwell_s - 1e-9:
                 return self._end_attempt(
                     t, "SUCCESS", "success",
                     f"progress >= {cfg.success_threshold:g} (hysteresis {cfg.success_hysteresis:g}) for "
                     f"{t - self._dwell_since:.2f} s (now {_fmt(p)})")
-        if use_prob and not math.isnan(ps):
-            if ps >= cfg.success_prob_threshold:
-                if self._pdwell_since is None:
-                    self._pdwell_since = float(t)
-            elif ps < cfg.success_prob_threshold - cfg.success_hysteresis:
-                self._pdwell_since = None
+        if cfg.success_source in ("classifier", "either") and not math.isnan(ps):
+            self._pdwell_since = _dwell(self._pdwell_since, t, ps, cfg.success_prob_threshold,
+                                        cfg.success_hysteresis)
             if self._pdwell_since is not None and t - self._pdwell_since >= cfg.success_prob_dwell_s - 1e-9:
                 return self._end_attempt(
                     t, "SUCCESS", "success",
