@@ -110,8 +110,10 @@ def test_state_text_format():
 
     from wvm_ros.nodes.value_node import state_text
 
-    ok = Progress(valid=True, progress=0.4267, status="")
+    ok = Progress(valid=True, progress=0.4267, status="", success=float("nan"))
     assert state_text("ep-1", 2, "START", ok, False) == "ep-1 attempt 2: START\nprogress 0.43"
+    done = Progress(valid=True, progress=0.95, status="", success=0.987)
+    assert state_text("ep-1", 2, "START", done, False) == "ep-1 attempt 2: START\nprogress 0.95 | done 0.99"
     warm = Progress(valid=False, progress=float("nan"), status="UNTRAINED; warming up")
     assert state_text("ep-1", 2, "END (failure)", warm, True) == \
         "ep-1 attempt 2: END (failure)\nprogress -- (warming up) UNTRAINED"

@@ -111,9 +111,12 @@ class BadBackendParameters(ValueError):
 
 
 def state_text(episode_id: str, attempt: int, state: str, msg: Progress, untrained: bool) -> str:
-    """/wvm/state_text: the attempt state (RViz TextOverlay), then the progress line."""
+    """/wvm/state_text: the attempt state (RViz TextOverlay), then the progress line (with the
+    success classifier's P(done) when there is one)."""
     why = "; ".join(s for s in msg.status.split("; ") if s and s != "UNTRAINED") or "no estimate"
     value = f"{msg.progress:.2f}" if msg.valid else f"-- ({why})"
+    if msg.valid and math.isfinite(msg.success):
+        value += f" | done {msg.success:.2f}"
     return f"{episode_label(episode_id, attempt, state)}\nprogress {value}" + (" UNTRAINED" if untrained else "")
 
 
