@@ -35,8 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", action="store_true",
-                   help="pad-and-crop and brightness augmentation (off by default: on PushT it slowed training and "
-                        "gave nothing, docs/closing_the_loop.md)")
+                   help="pad-and-crop and brightness augmentation, as the single-frame baseline (off by default; "
+                        "docs/closing_the_loop.md)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (0: torch's default)")
 
 
