@@ -171,3 +171,29 @@ def test_text_length_is_dynamic(model, tmp_path):
     with torch.no_grad():
         ref = model.predict_chunk(*x.values()).numpy()
     assert np.max(np.abs(got - ref)) <= 1e-4
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_elapsed_time_input_on_backends(tmp_path, backend):
+    """A model with the elapsed-time input exports it as a graph input; the streaming estimator
+    on the backend gives the plain model's values, and a call without it is refused."""
+    from wvm_ros.core.model import build_model, preset_config
+    from wvm_ros.core.streaming import StreamingValueEstimator
+
+    torch.manual_seed(0)
+    m = build_model(preset_config("tiny", num_layers=2, elapsed_input=True)).eval()
+    torch.nn.init.normal_(m.elapsed_embedding[2].weight, std=0.5)   # make the input matter
+    pred = wvm_parts(m)[1]
+    assert list(pred.example_inputs) == ["latent_window", "prefix_value", "text_emb", "elapsed_s"]
+    if backend == "onnxruntime":
+        assert check_onnx(pred, export_part(pred, tmp_path, dynamic_batch=True)).passed
+    ref = StreamingValueEstimator(m, TASK)
+    est = build_estimator(m, TASK, BackendOptions(backend=backend, strict=True, cache_dir=str(tmp_path), threads=1))
+    assert "elapsed_s" in est.model.predictor.input_names
+    for i, f in enumerate(frames(16)):
+        a, b = ref.push(f, i / 10.0), est.push(f, i / 10.0)
+        if a is not None:
+            assert abs(a.progress - b.progress) <= 1e-4
+    lat = torch.randn(1, m.config.window_frames, *m.config.latent_shape)
+    with pytest.raises(InferenceError, match="elapsed-time input"):
+        est.model.predict_chunk(lat, torch.tensor([0.1]), m.embed_text(TASK))

@@ -194,3 +194,50 @@ def test_parts_export_to_onnx(tiny, tmp_path):
     out = ort.InferenceSession(str(path)).run(None, {"latent_window": w.numpy(), "prefix_value": p.numpy(),
                                                       "text_emb": t.numpy()})[0]
     assert np.abs(out - ref).max() < 1e-4
+
+
+def test_elapsed_time_input(tmp_path):
+    """A model built with elapsed_input needs elapsed_s; fresh, it equals the model without the
+    input (zero-initialised last layer); trained weights make the output depend on it; it is
+    clipped to elapsed_max_s, counted in the value stream, saved and loaded; models without
+    the input ignore the argument."""
+    torch.manual_seed(0)
+    plain = build_model(preset_config("tiny", num_layers=2)).eval()
+    torch.manual_seed(0)
+    m = build_model(preset_config("tiny", num_layers=2, elapsed_input=True, elapsed_max_s=30.0)).eval()
+    c = m.config
+    assert m.parameter_counts()["value"] > plain.parameter_counts()["value"]
+    w = torch.randn(2, c.window_frames, *c.latent_shape)
+    p = torch.tensor([0.2, 0.6])
+    t = _text(m)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="elapsed_input=True: pass elapsed_s"):
+            m.predict_chunk(w, p, t)
+        with pytest.raises(ValueError, match="elapsed_s must have 2 entries"):
+            m.predict_chunk(w, p, t, elapsed_s=torch.zeros(3))
+        fresh = m.predict_chunk(w, p, t, elapsed_s=torch.tensor([1.0, 9.0]))
+        assert torch.equal(fresh, plain.predict_chunk(w, p, t))
+        assert torch.equal(plain.predict_chunk(w, p, t, elapsed_s=torch.tensor([5.0, 5.0])),
+                           plain.predict_chunk(w, p, t))
+        torch.nn.init.normal_(m.elapsed_embedding[2].weight, std=0.5)
+        a = m.predict_chunk(w, p, t, elapsed_s=torch.tensor([1.0, 1.0]))
+        b = m.predict_chunk(w, p, t, elapsed_s=torch.tensor([12.0, 12.0]))
+        assert (a - b).abs().max() > 1e-3
+        # clipped: beyond elapsed_max_s nothing changes
+        assert torch.equal(m.predict_chunk(w, p, t, elapsed_s=torch.tensor([30.0, 30.0])),
+                           m.predict_chunk(w, p, t, elapsed_s=torch.tensor([99.0, 99.0])))
+    frames = torch.rand(2, c.clip_frames, 3, *c.image_size) * 2 - 1
+    with pytest.raises(ValueError, match="pass elapsed_s"):
+        m.training_loss(frames, p, torch.rand(2, c.h), t)
+    out = m.training_loss(frames, p, torch.rand(2, c.h), t, elapsed_s=torch.tensor([0.5, 4.0]))
+    out["loss"].backward()
+    assert m.elapsed_embedding[2].weight.grad.abs().sum() > 0
+    ck = tmp_path / "ck"
+    save_checkpoint(m, ck)
+    m2 = load_value_model(ck, "tiny")
+    assert m2.config.elapsed_input and m2.config.elapsed_max_s == 30.0
+    with torch.no_grad():
+        assert torch.equal(m2.predict_chunk(w, p, t, elapsed_s=torch.tensor([3.0, 7.0])),
+                           m.predict_chunk(w, p, t, elapsed_s=torch.tensor([3.0, 7.0])))
+    with pytest.raises(ValueError, match="elapsed_max_s must be > 0"):
+        preset_config("tiny", elapsed_input=True, elapsed_max_s=0)

@@ -18,6 +18,7 @@ class Spy:
         self.untrained = True
         self.encoded = 0
         self.calls = []
+        self.elapsed = []
 
     def embed_text(self, text):
         return torch.zeros(1, 1, self.config.text_dim)
@@ -26,9 +27,10 @@ class Spy:
         self.encoded += len(frames)
         return self.model.encode_frames(frames)
 
-    def predict_chunk(self, window, prefix, text):
-        out = self.model.predict_chunk(window, prefix, text)
+    def predict_chunk(self, window, prefix, text, elapsed_s=None):
+        out = self.model.predict_chunk(window, prefix, text, elapsed_s=elapsed_s)
         self.calls.append((window.clone(), float(prefix[0]), out.clone()))
+        self.elapsed.append(None if elapsed_s is None else float(elapsed_s[0]))
         return out
 
 
@@ -153,3 +155,19 @@ def test_dense_with_a_slower_camera_uses_the_nearest_frames(model):
 def test_dense_rejects_rates_that_are_not_multiples(model, fps):
     with pytest.raises(ValueError, match="estimate_fps must be a whole multiple"):
         StreamingValueEstimator(model, "t", estimate_fps=fps)
+
+
+def test_elapsed_time_is_seconds_since_the_attempt_began(model):
+    """Every prediction is given the stamp of the window's newest frame minus the attempt's first
+    stamp; a reset (a new attempt) starts the count again."""
+    spy = Spy(model)
+    est = StreamingValueEstimator(spy, "push the T")
+    fr = frames(30)
+    for i in range(30):
+        est.push(fr[i], 50.0 + i * 0.1)
+    assert spy.elapsed == pytest.approx([0.5 * k for k in range(1, 6)])   # samples at 50.5 .. 52.5
+    est.reset()
+    spy.elapsed.clear()
+    for i in range(10):
+        est.push(fr[i], 200.0 + i * 0.1)
+    assert spy.elapsed == pytest.approx([0.5])

@@ -194,7 +194,7 @@ def test_segment_weighting_draws_segment_clips_more_often():
     assert np.allclose(p[touched], 5 * p[~touched][0]) and np.allclose(p[~touched], p[~touched][0])
     assert p.sum() == pytest.approx(1.0)
     sampler = ClipSampler(store, 4, cfg(Path("/nonexistent"), segment_weight=5.0), seed=0)
-    _, _, targets, _ = sampler.sample(4000)
+    _, _, targets, _, _ = sampler.sample(4000)
     # the newest current frame's value says where the clip ended (rewinding reverses some clips)
     frac = np.mean([(10 / 39 - 1e-6 <= t.max() <= 20 / 39 + 1e-6) for t in targets.numpy()])
     expected = p[touched].sum()               # 55 / 124 = 0.44 (uniform would be 11 / 80 = 0.14)
@@ -271,3 +271,33 @@ def test_validation_keeps_the_best_checkpoint(tmp_path, monkeypatch):
     assert validation_score(again) == pytest.approx(best["score"], abs=1e-3)
     log = json.loads((tmp_path / "ck" / "train_log.json").read_text())
     assert log["best"]["step"] == best["step"] and len(log["val_history"]) == 3
+
+
+def test_clips_carry_the_elapsed_time_of_their_newest_frame(tmp_path):
+    """elapsed = (index of the newest current frame) / fps, whatever rewinding did to the frames;
+    a model with the elapsed-time input trains on it, and needs a frame rate."""
+    from wvm_ros.core.train import ClipSampler
+
+    store = synthetic_store()
+    store.fps = 10.0
+    c = cfg(tmp_path, rewind_ratio=0.5, plateau_ratio=0.2)
+    sampler = ClipSampler(store, 4, c, seed=0)
+    frames, prefix, targets, tids, elapsed = sampler.sample(64)
+    assert elapsed.shape == (64,) and torch.all(elapsed >= 0) and torch.all(elapsed <= 3.9 + 1e-6)
+    # replay the sampler's draws: end index -> elapsed, for every rewind mode
+    sampler2 = ClipSampler(store, 4, c, seed=0)
+    eps = sampler2.np_rng.choice(store.num_episodes, size=64, p=sampler2.weights)
+    for b, e in enumerate(eps):
+        end = sampler2.rng.randrange(int(store.lengths[e]))
+        choose_rewind_mode(sampler2.rng, c.rewind_ratio, c.plateau_ratio)
+        randomize_prefix(0.0, sampler2.rng, c.prefix_random_p)
+        assert float(elapsed[b]) == pytest.approx(end / 10.0)
+    res = train(cfg(tmp_path, steps=30, model_overrides={**TINY, "elapsed_input": True}, lambda_video=0.5),
+                store=store, log=lambda *a: None)
+    model = load_value_model(tmp_path / "ck", "tiny")
+    assert model.config.elapsed_input and model.elapsed_embedding[2].weight.abs().sum() > 0
+    assert all(np.isfinite(r["loss"]) for r in res["history"])
+    store.fps = None
+    with pytest.raises(TrainDataError, match="no frame rate"):
+        train(cfg(tmp_path, output=str(tmp_path / "ck2"), model_overrides={**TINY, "elapsed_input": True}),
+              store=store, log=lambda *a: None)

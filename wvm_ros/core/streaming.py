@@ -15,6 +15,9 @@
   up to h windows; their predictions are averaged. The prefix value of a window is the averaged
   estimate of its prefix frame (all windows that cover it are done by then; 0 at the start).
 * `progress` is the averaged estimate of the newest sampled frame, clipped to [0, 1].
+* Elapsed time: every prediction is given the seconds from the attempt's first frame to the
+  window's newest frame; a model built with `elapsed_input` uses it (reset the estimator at
+  every attempt start: the value node does), the others ignore it.
 * Dense mode (`estimate_fps`, a multiple of sample_fps, e.g. 10 with sample_fps 2): frames
   are taken at `estimate_fps` and every taken frame gets its own estimate, from the window
   of frames spaced 1 / sample_fps apart that ends at it (K = estimate_fps / sample_fps
@@ -169,8 +172,11 @@ class StreamingValueEstimator:
         prefix = self.averaged(prefix_index) if prefix_index >= 0 else None
         prefix_value = 0.0 if prefix is None else prefix
         with torch.no_grad():
+            # seconds since the attempt's first frame (the reset): models with an elapsed-time
+            # input use it, the others ignore it
+            elapsed = torch.tensor([stamp_s - self._first_stamp], device=window.device)
             chunk = self.model.predict_chunk(window, torch.tensor([prefix_value], device=window.device),
-                                             self._text)[0].float().cpu().numpy()
+                                             self._text, elapsed_s=elapsed)[0].float().cpu().numpy()
         for j, k in enumerate(self._chunk_idx):
             if k >= 0:
                 self._preds.setdefault(k, []).append(float(chunk[j]))

@@ -26,6 +26,9 @@ Beyond the paper (all off by default, the shipped checkpoint's card says what it
 * an EMA of the weights (`ema_decay`), saved as the checkpoint's weights;
 * a validation split (`val_dataset`): benchmark metrics through the streaming estimator every
   `val_every` steps, and the best checkpoint by VAL_SCORE kept in <output>/best.
+* an elapsed-time input (model config `elapsed_input`): each clip also carries the seconds
+  from the episode's first frame to its newest current frame (unchanged by rewinding: time
+  passes while a rewound clip shows progress falling or flat).
 
 Loss L_value + lambda * L_video (lambda 0 = the "without video loss" ablation); AdamW
 (0.9, 0.95), weight decay 0, linear warm-up then cosine to 0.1 x lr, grad clip 1.0.
@@ -190,6 +193,7 @@ class EpisodeStore:
     skipped_short: int = 0
     sources: list[dict] = field(default_factory=list)
     segment_mask: np.ndarray | None = None  # [N] bool: frame inside a labelled non-progress segment
+    fps: float | None = None        # frame rate of the episodes (for the elapsed-time input)
 
     @property
     def num_episodes(self) -> int:
@@ -218,6 +222,7 @@ def load_training_data(datasets: Sequence[str], image_size: tuple[int, int], h: 
     sources = []
     row = 0
     stride = None
+    fps_all = None
     for root in datasets:
         root_p = Path(root).expanduser()
         info_path = root_p / "meta" / "info.json"
@@ -234,6 +239,7 @@ def load_training_data(datasets: Sequence[str], image_size: tuple[int, int], h: 
                 f"using a stride of {s} frames ({fps / s:.3f} Hz)")
         if stride is None:
             stride = s
+            fps_all = fps
         elif s != stride:
             raise TrainDataError(f"dataset {root_p}: {fps} fps gives a frame stride of {s}, other datasets {stride}; "
                                  "train on datasets of one fps")
@@ -279,7 +285,8 @@ def load_training_data(datasets: Sequence[str], image_size: tuple[int, int], h: 
         raise TrainDataError(f"no usable episodes in {list(datasets)} (skipped {skipped} shorter than one window)")
     return EpisodeStore(frames=torch.cat(frames_all), values=np.concatenate(values_all), starts=np.array(starts),
                         lengths=np.array(lengths), text_ids=np.array(text_ids), texts=texts, stride=int(stride),
-                        skipped_short=skipped, sources=sources, segment_mask=np.concatenate(masks_all))
+                        skipped_short=skipped, sources=sources, segment_mask=np.concatenate(masks_all),
+                        fps=fps_all)
 
 
 def clip_end_weights(store: EpisodeStore, h: int, segment_weight: float) -> np.ndarray | None:
@@ -331,6 +338,7 @@ class ClipSampler:
         prefix = np.empty(batch_size, dtype=np.float32)
         targets = np.empty((batch_size, self.h), dtype=np.float32)
         text_ids = np.empty(batch_size, dtype=np.int64)
+        elapsed = np.empty(batch_size, dtype=np.float32)
         if self.row_p is not None:  # segment-weighted: draw clip ends over all frames
             ends = self.np_rng.choice(len(self.row_p), size=batch_size, p=self.row_p)
             eps = np.searchsorted(s.starts, ends, side="right") - 1
@@ -345,10 +353,14 @@ class ClipSampler:
             prefix[b], _ = randomize_prefix(float(v[0]), self.rng, self.cfg.prefix_random_p)
             targets[b] = v[1:1 + self.h]
             text_ids[b] = s.text_ids[e]
+            # seconds since the attempt began at the newest current frame, as a live camera gives
+            # it: rewinding reorders the frames shown, not the time that passes
+            elapsed[b] = end / s.fps if s.fps else np.nan
         frames = s.frames[torch.from_numpy(rows.reshape(-1))]          # [B*(1+2h), H, W, 3] uint8
         frames = frames.view(batch_size, 1 + 2 * self.h, *frames.shape[1:]).permute(0, 1, 4, 2, 3)
         frames = frames.float() / 127.5 - 1.0
-        return frames, torch.from_numpy(prefix), torch.from_numpy(targets), torch.from_numpy(text_ids)
+        return (frames, torch.from_numpy(prefix), torch.from_numpy(targets), torch.from_numpy(text_ids),
+                torch.from_numpy(elapsed))
 
 
 # ---------------------------------------------------------------------------------------
@@ -438,6 +450,8 @@ def train(cfg: TrainConfig, store: EpisodeStore | None = None, log=print) -> dic
     if store is None:
         store = load_training_data(cfg.datasets, mcfg.image_size, mcfg.h, mcfg.sample_fps, cfg.camera_key,
                                    cfg.progress_key, cfg.max_episodes, progress=cfg.progress_bar, log=log)
+    if mcfg.elapsed_input and not store.fps:
+        raise TrainDataError("the model has elapsed_input=True but the training data has no frame rate")
     val_eps = None
     if cfg.val_dataset:
         from wvm_ros.core.evaluation import DatasetError, load_lerobot_episodes
@@ -524,8 +538,9 @@ def train(cfg: TrainConfig, store: EpisodeStore | None = None, log=print) -> dic
     n_acc = 0
     ckpt_id = None
     while step < cfg.steps:
-        frames, prefix, targets, tids = sampler.sample(cfg.batch_size)
-        losses = model.training_loss(frames, prefix, targets, texts[tids], lambda_video=cfg.lambda_video)
+        frames, prefix, targets, tids, elapsed = sampler.sample(cfg.batch_size)
+        losses = model.training_loss(frames, prefix, targets, texts[tids], lambda_video=cfg.lambda_video,
+                                     elapsed_s=elapsed if mcfg.elapsed_input else None)
         vals = {k: float(v.detach()) for k, v in losses.items()}
         if not all(math.isfinite(v) for v in vals.values()):
             bar.close()

@@ -55,16 +55,17 @@ class PredictChunkPart(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, latent_window, prefix_value, text_emb):
+    def forward(self, latent_window, prefix_value, text_emb, elapsed_s=None):
+        """elapsed_s: an input of the exported graph only for models with config.elapsed_input."""
         m = self.model
         if not torch.jit.is_tracing():
-            return m.predict_chunk(latent_window, prefix_value, text_emb)
+            return m.predict_chunk(latent_window, prefix_value, text_emb, elapsed_s=elapsed_s)
         orig = m._rope
         # RoPE tables are cached by shape; under the ONNX tracer shapes are traced values,
         # so key them by plain ints to hit the cache (the tables then trace as constants)
         m._rope = lambda kind, *shape, device: orig(kind, *(int(s) for s in shape), device=device)
         try:
-            return m.predict_chunk(latent_window, prefix_value, text_emb)
+            return m.predict_chunk(latent_window, prefix_value, text_emb, elapsed_s=elapsed_s)
         finally:
             del m._rope
 
@@ -99,9 +100,11 @@ def wvm_parts(model, batch: int = 1, seed: int = 0):
         parts.append(None)
         lat = torch.randn(batch, c.window_frames, *c.latent_shape, generator=g)
     text = torch.randn(batch, 1, c.text_dim, generator=g)
-    parts.append(ModelPart("predict_chunk", PredictChunkPart(model),
-                           {"latent_window": lat, "prefix_value": torch.rand(batch, generator=g),
-                            "text_emb": text / text.norm(dim=-1, keepdim=True)}, ["chunk"],
+    inputs = {"latent_window": lat, "prefix_value": torch.rand(batch, generator=g),
+              "text_emb": text / text.norm(dim=-1, keepdim=True)}
+    if c.elapsed_input:
+        inputs["elapsed_s"] = torch.rand(batch, generator=g) * 20.0
+    parts.append(ModelPart("predict_chunk", PredictChunkPart(model), inputs, ["chunk"],
                            dynamic_axes={"text_emb": {1: ("text_len", 1, int(c.text_max_len))}}))
     return parts
 
@@ -223,15 +226,20 @@ class BackendValueModel:
         x = preprocess_frames(frames, self._model.config.image_size)
         return torch.from_numpy(self._enc_batcher({"frames": x})["latents"])
 
-    def predict_chunk(self, latent_window, prefix_value, text_emb, text_mask=None) -> torch.Tensor:
+    def predict_chunk(self, latent_window, prefix_value, text_emb, text_mask=None, elapsed_s=None) -> torch.Tensor:
         if text_mask is not None:
             raise InferenceError("predict_chunk on a backend: text_mask is not supported (exported without it)")
         b = latent_window.shape[0]
         prefix_value = prefix_value.reshape(-1).float()
         if text_emb.shape[0] != b:
             text_emb = text_emb.expand(b, -1, -1)
-        out = self._pred_batcher({"latent_window": latent_window.float().cpu(), "prefix_value": prefix_value.cpu(),
-                                  "text_emb": text_emb.float().cpu()})
+        inputs = {"latent_window": latent_window.float().cpu(), "prefix_value": prefix_value.cpu(),
+                  "text_emb": text_emb.float().cpu()}
+        if "elapsed_s" in self.predictor.input_names:  # a model with the elapsed-time input
+            if elapsed_s is None:
+                raise InferenceError("predict_chunk: this model has an elapsed-time input; pass elapsed_s [B] seconds")
+            inputs["elapsed_s"] = torch.as_tensor(elapsed_s).reshape(-1).float().expand(b).cpu()
+        out = self._pred_batcher(inputs)
         return torch.from_numpy(out["chunk"])
 
 
@@ -318,6 +326,7 @@ class NaiveValueEstimator:
 
         self._frames: deque = deque(maxlen=1 + self.h)
         self._first = None
+        self._first_stamp = None
         self._grid._grid_t = None
         self._prefix = 0.0
 
@@ -330,11 +339,14 @@ class NaiveValueEstimator:
             self._frames.append(frame)
             if self._first is None:
                 self._first = frame
+                self._first_stamp = float(stamp_s)
         if len(self._frames) < self.model.config.min_frames:
             return None
         fr = list(self._frames)
         window_frames = np.stack([self._first] * ((1 + self.h) - len(fr)) + fr)
         lat = self.model.encode_frames(window_frames)[None]  # re-encode the whole window
-        chunk = self.model.predict_chunk(lat, torch.tensor([self._prefix]), self._text)[0].float().cpu().numpy()
+        chunk = self.model.predict_chunk(lat, torch.tensor([self._prefix]), self._text,
+                                         elapsed_s=torch.tensor([float(stamp_s) - self._first_stamp]))
+        chunk = chunk[0].float().cpu().numpy()
         return ValueEstimate(progress=float(np.clip(chunk[-1], 0, 1)), chunk=chunk.astype(np.float32),
                              stamp_s=float(stamp_s), latency_s=time.perf_counter() - t0, valid=True, status="naive")

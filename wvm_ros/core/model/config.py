@@ -41,6 +41,11 @@ class WVMConfig:
     # value expert (ActionDiT, 1-dim "action", horizon 1 + h)
     value_hidden: int = 64
     value_ffn: int = 256
+    # elapsed-time input (beyond the paper; off in every preset): the value tokens also see the
+    # seconds since the attempt began at the window's newest frame, clipped to elapsed_max_s
+    # (docs/model.md, "Elapsed time"). Estimators must then be reset at every attempt start.
+    elapsed_input: bool = False
+    elapsed_max_s: float = 60.0
     eps: float = 1e-6
     # flow matching (lerobot's WanContinuousFlowMatchScheduler)
     video_train_shift: float = 5.0
@@ -59,6 +64,8 @@ class WVMConfig:
             raise ValueError(
                 f"video_hidden ({self.video_hidden}) must equal num_heads x head_dim "
                 f"({self.num_heads} x {self.head_dim}) (Wan video DiT)")
+        if self.elapsed_max_s <= 0:
+            raise ValueError(f"elapsed_max_s must be > 0 seconds, got {self.elapsed_max_s}")
         if self.frame_encoder not in ("conv", "wan_vae"):
             raise ValueError(f"frame_encoder must be 'conv' or 'wan_vae', got {self.frame_encoder!r}")
         if self.text_encoder not in ("minilm", "t5"):

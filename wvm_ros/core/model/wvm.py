@@ -133,6 +133,16 @@ class WorldValueModel(nn.Module):
         with torch.device("cpu"):  # the schedulers precompute constants (also when built on the meta device)
             self.video_sched = WanContinuousFlowMatchScheduler(c.num_train_timesteps, c.video_train_shift)
             self.value_sched = WanContinuousFlowMatchScheduler(c.num_train_timesteps, c.value_train_shift)
+        if c.elapsed_input:
+            # seconds since the attempt began -> the value expert's per-token conditioning (added
+            # to its timestep embedding before the adaLN projection, so every layer sees it);
+            # the last layer starts at zero: a fresh model behaves as one without the input
+            self.elapsed_embedding = nn.Sequential(nn.Linear(c.freq_dim, c.value_hidden), nn.SiLU(),
+                                                   nn.Linear(c.value_hidden, c.value_hidden))
+            nn.init.zeros_(self.elapsed_embedding[2].weight)
+            nn.init.zeros_(self.elapsed_embedding[2].bias)
+        else:
+            self.elapsed_embedding = None
         self.text_embedder = TextEmbedder(c)
         self.name = c.name
         self.checkpoint_id = "UNTRAINED"
@@ -162,7 +172,7 @@ class WorldValueModel(nn.Module):
                 counts["frame_encoder"] += n
             elif name.startswith("mot.mixtures.video.") or ".blocks.video." in name:
                 counts["video"] += n
-            elif name.startswith("mot.mixtures.action.") or ".blocks.action." in name:
+            elif name.startswith(("mot.mixtures.action.", "elapsed_embedding.")) or ".blocks.action." in name:
                 counts["value"] += n
             else:  # pragma: no cover - every parameter belongs to a stream
                 raise RuntimeError(f"parameter {name} belongs to no stream")
@@ -224,14 +234,31 @@ class WorldValueModel(nn.Module):
         x = torch.einsum("bfhwpqrc->bcfphqwr", x)
         return x.reshape(x.shape[0], c, f * pf, hh * ph, ww * pw)
 
+    def _elapsed(self, elapsed_s: torch.Tensor | None, b: int, like: torch.Tensor) -> torch.Tensor | None:
+        """elapsed_s [B] seconds (or None) -> [B] clipped to [0, elapsed_max_s]; None when the
+        model has no elapsed-time input (the argument is then ignored)."""
+        if self.elapsed_embedding is None:
+            return None
+        if elapsed_s is None:
+            raise ValueError("this model was built with elapsed_input=True: pass elapsed_s [B], the seconds since "
+                             "the attempt began at the window's newest frame")
+        elapsed_s = torch.as_tensor(elapsed_s).reshape(-1).to(like)
+        if elapsed_s.shape[0] not in (1, b):
+            raise ValueError(f"elapsed_s must have {b} entries, got {elapsed_s.shape[0]}")
+        return elapsed_s.expand(b).clamp(0.0, self.config.elapsed_max_s)
+
     def _value_pre(self, y: torch.Tensor, tok_sigma: torch.Tensor, text: torch.Tensor,
-                   text_mask: torch.Tensor | None):
-        """y [B, S] value tokens (scaled to [-1, 1]); tok_sigma [B, S]."""
+                   text_mask: torch.Tensor | None, elapsed_s: torch.Tensor | None = None):
+        """y [B, S] value tokens (scaled to [-1, 1]); tok_sigma [B, S]; elapsed_s [B] seconds
+        (already checked by `_elapsed`; None without the elapsed-time input)."""
         ae = self.value_expert
         b, s = y.shape
         tokens = ae.action_encoder(y.unsqueeze(-1))
         t_emb = sinusoidal_embedding_1d(ae.freq_dim, (tok_sigma * self.config.num_train_timesteps).reshape(-1))
         t = ae.time_embedding(t_emb.to(tokens.dtype)).reshape(b, s, -1)
+        if elapsed_s is not None:  # 0.1 s resolution on the sinusoid's position axis
+            e = sinusoidal_embedding_1d(ae.freq_dim, elapsed_s * 10.0).to(tokens.dtype)
+            t = t + self.elapsed_embedding(e).unsqueeze(1)
         t_mod = ae.time_projection(t).unflatten(2, (6, ae.hidden_dim))
         ctx = ae.text_embedding(text)
         mask = None if text_mask is None else text_mask[:, None, :].expand(b, s, -1)
@@ -255,10 +282,10 @@ class WorldValueModel(nn.Module):
 
     def joint_forward(self, latents: torch.Tensor, frame_sigma: torch.Tensor, n_clean_frames: int,
                       y: torch.Tensor, tok_sigma: torch.Tensor, text: torch.Tensor,
-                      text_mask: torch.Tensor | None = None):
+                      text_mask: torch.Tensor | None = None, elapsed_s: torch.Tensor | None = None):
         """Both streams through the MoT. Returns (video velocity [B, C, F, h, w], value velocity [B, S])."""
         vp = self._video_pre(latents, frame_sigma, text, text_mask)
-        ap = self._value_pre(y, tok_sigma, text, text_mask)
+        ap = self._value_pre(y, tok_sigma, text, text_mask, self._elapsed(elapsed_s, y.shape[0], y))
         tpf = vp["grid"][1] * vp["grid"][2]
         n_clean = n_clean_frames * tpf
         n_video = vp["tokens"].shape[1]
@@ -277,10 +304,11 @@ class WorldValueModel(nn.Module):
 
     # ---- inference -----------------------------------------------------------------------
     def predict_chunk(self, latent_window: torch.Tensor, prefix_value: torch.Tensor, text_emb: torch.Tensor,
-                      text_mask: torch.Tensor | None = None) -> torch.Tensor:
+                      text_mask: torch.Tensor | None = None, elapsed_s: torch.Tensor | None = None) -> torch.Tensor:
         """latent_window [B, 1 + h, C, h', w'] (prefix frame, then the h current frames, oldest first),
         prefix_value [B] in [0, 1], text_emb [B or 1, L, text_dim] -> values of the h current frames
-        [B, h] in [0, 1]. Video-KV-cache path + one Euler step."""
+        [B, h] in [0, 1]. Video-KV-cache path + one Euler step. elapsed_s [B]: seconds since the
+        attempt began at the newest frame; required by a model with config.elapsed_input, else ignored."""
         c = self.config
         if latent_window.ndim != 5 or latent_window.shape[1] != c.window_frames or \
                 tuple(latent_window.shape[2:]) != c.latent_shape:
@@ -294,6 +322,7 @@ class WorldValueModel(nn.Module):
             raise ValueError(f"text_emb must be [B, L, {c.text_dim}], got {tuple(text_emb.shape)}")
         if text_emb.shape[0] != b:
             text_emb = text_emb.expand(b, -1, -1)
+        elapsed = self._elapsed(elapsed_s, b, latent_window)
         latents = latent_window.permute(0, 2, 1, 3, 4)
         vp = self._video_pre(latents, latents.new_zeros(b, c.window_frames), text_emb, text_mask)
         n_video = vp["tokens"].shape[1]
@@ -304,7 +333,7 @@ class WorldValueModel(nn.Module):
         y1 = latents.new_zeros(b, c.h)                      # eps = 0 at sigma = 1
         y = torch.cat([(2.0 * prefix_value - 1.0).unsqueeze(1), y1], dim=1)
         tok_sigma = torch.cat([latents.new_zeros(b, 1), latents.new_ones(b, c.h)], dim=1)
-        ap = self._value_pre(y, tok_sigma, text_emb, text_mask)
+        ap = self._value_pre(y, tok_sigma, text_emb, text_mask, elapsed)
         n_value = ap["tokens"].shape[1]
         out = self.mot.forward_action_with_video_cache(
             action_tokens=ap["tokens"], action_freqs=ap["freqs"], action_t_mod=ap["t_mod"],
@@ -317,10 +346,12 @@ class WorldValueModel(nn.Module):
     # ---- training ------------------------------------------------------------------------
     def training_loss(self, frames: torch.Tensor, prefix_value: torch.Tensor, values: torch.Tensor,
                       text: torch.Tensor, lambda_video: float = 1.0, text_mask: torch.Tensor | None = None,
-                      value_loss_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                      value_loss_mask: torch.Tensor | None = None,
+                      elapsed_s: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """frames [B, 1 + 2h, 3, H, W] float in [-1, 1] (prefix, h current, h future);
         prefix_value [B]; values [B, h] targets of the current frames (in [0, 1]);
-        text [B, L, text_dim]. Returns {"loss", "loss_value", "loss_video"}."""
+        text [B, L, text_dim]; elapsed_s [B] seconds since the attempt began at the newest current
+        frame (models with config.elapsed_input). Returns {"loss", "loss_value", "loss_video"}."""
         c = self.config
         b, t = frames.shape[:2]
         need = c.clip_frames if lambda_video > 0 else c.window_frames
@@ -350,7 +381,7 @@ class WorldValueModel(nn.Module):
         if text.shape[0] != b:
             text = text.expand(b, -1, -1)
         video_vel, value_vel = self.joint_forward(latents.permute(0, 2, 1, 3, 4), frame_sigma, n_clean, tokens,
-                                                  tok_sigma, text, text_mask)
+                                                  tok_sigma, text, text_mask, elapsed_s)
         err = (value_vel[:, 1:] - (eps - y)) ** 2
         if value_loss_mask is not None:
             w = value_loss_mask.float()
