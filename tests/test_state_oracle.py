@@ -43,6 +43,11 @@ def test_features_are_causal_and_history_is_cumulative():
     np.testing.assert_allclose(elapsed, ts)
     np.testing.assert_allclose(travelled[-1], np.abs(np.diff(x, axis=0)).sum(axis=0))
     np.testing.assert_allclose(best, np.maximum.accumulate(x[:, 2]))
+    # the elapsed-time context: the window, the first frame, then the seconds since it
+    fe = S.features(x, ts + 7.0, S.spec_by_name("state_window_elapsed"))
+    assert fe.shape == (T, 5 * d + 1)
+    np.testing.assert_allclose(fe[:, -1], ts)
+    np.testing.assert_array_equal(fe[:, :-1], S.features(x, ts + 7.0, S.spec_by_name("state_window")))
 
 
 def test_features_reject_bad_input():
@@ -128,7 +133,7 @@ def test_cli_state_oracle(sim_data, tmp_path, capsys):
     assert rc == 0
     js = json.loads((out / "metrics.json").read_text())
     assert js["model"]["name"] == "state_window"
-    assert set(js["baselines"]) == {"state_5s", "state_history", "blind_clock"}
+    assert set(js["baselines"]) == {"state_window_elapsed", "state_5s", "state_history", "blind_clock"}
     assert js["dataset"]["train_datasets"] == [str(sim_data / "train")]
     assert 0.0 <= js["hesitation_rmse"] < 1.0 and -1.0 <= js["retry_voc"] <= 1.0
     assert "state oracle, the WVM's context" in (out / "metrics.md").read_text()
@@ -147,7 +152,7 @@ def test_streaming_oracle_equals_the_offline_features_and_warms_up():
     frame, exactly the offline prediction on the history so far; nothing before warm-up."""
     rng = np.random.default_rng(3)
     train = [_episode(i, rng, k) for i, k in enumerate(["expert", "hesitation", "retry"] * 10)]
-    reg = S.fit_oracle(train, S.SPECS[2])  # the history context: elapsed time, distance, best coverage
+    reg = S.fit_oracle(train, S.spec_by_name("state_history"))  # the history context: elapsed time, distance, best coverage
     ep = _episode(99, rng)
     x = np.concatenate([ep.extras["observation.state"], ep.extras["coverage"]], axis=1)
     offline = np.clip(reg.predict(S.features(x, ep.timestamps, reg.wvm_spec, coverage_col=x.shape[1] - 1)), 0, 1)

@@ -52,6 +52,7 @@ METHOD_LABELS = {
     "blind_clock": "blind clock",
     # privileged-state estimators (wvm_ros.core.state_oracle; `wvm experiment state-oracle`)
     "state_window": "state oracle, the WVM's context (start + last 1.5 s)",
+    "state_window_elapsed": "state oracle, the WVM's context + elapsed time",
     "state_5s": "state oracle, start + last 5 s",
     "state_history": "state oracle, start + last 5 s + elapsed time and distance so far",
 }

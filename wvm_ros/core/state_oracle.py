@@ -8,6 +8,9 @@ context will not either. Three contexts, all causal (frame i uses frames up to i
 
   state_window   the WVM's context: the attempt's first frame (the prefix) and the frames
                  0, 0.5, 1.0, 1.5 s back (h = 4 frames 0.5 s apart);
+  state_window_elapsed
+                 state_window plus the seconds since the attempt began (the context of a WVM
+                 built with `elapsed_input`);
   state_5s       the first frame and the frames 0, 0.5, ..., 5 s back;
   state_history  state_5s plus the elapsed time, each state coordinate's distance travelled
                  so far and the best coverage so far (everything a causal estimator can know).
@@ -43,6 +46,7 @@ class OracleSpec:
     name: str
     lags_s: tuple[float, ...]  # how far back each frame is taken, seconds
     history: bool = False  # add elapsed time, distance travelled per coordinate, best coverage so far
+    elapsed: bool = False  # add the elapsed time alone (implied by history)
 
     def __post_init__(self):
         if not self.lags_s or any(lag < 0 for lag in self.lags_s):
@@ -51,6 +55,7 @@ class OracleSpec:
 
 SPECS = (
     OracleSpec("state_window", (0.0, 0.5, 1.0, 1.5)),
+    OracleSpec("state_window_elapsed", (0.0, 0.5, 1.0, 1.5), elapsed=True),
     OracleSpec("state_5s", tuple(0.5 * k for k in range(11))),
     OracleSpec("state_history", tuple(0.5 * k for k in range(11)), history=True),
 )
@@ -81,7 +86,8 @@ def features(x: np.ndarray, timestamps: np.ndarray, spec: OracleSpec, coverage_c
     x: (T, d) per-frame state (and coverage); timestamps: (T,) increasing seconds. Row i holds
     x at the newest frame at or before t_i - lag for each lag (the first frame where that is
     before the attempt), then x at frame 0; with spec.history also t_i - t_0, the cumulative
-    absolute change of each column up to i, and the running maximum of column `coverage_col`.
+    absolute change of each column up to i, and the running maximum of column `coverage_col`;
+    with spec.elapsed (and no history) t_i - t_0 alone.
     """
     x = np.asarray(x, dtype=np.float64)
     ts = np.asarray(timestamps, dtype=np.float64)
@@ -95,6 +101,8 @@ def features(x: np.ndarray, timestamps: np.ndarray, spec: OracleSpec, coverage_c
         j = np.searchsorted(ts, ts - lag + 1e-9, side="right") - 1
         parts.append(x[np.clip(j, 0, T - 1)])
     parts.append(np.broadcast_to(x[:1], x.shape))
+    if spec.elapsed and not spec.history:
+        parts.append((ts - ts[0])[:, None])
     if spec.history:
         parts.append((ts - ts[0])[:, None])
         parts.append(np.cumsum(np.abs(np.diff(x, axis=0, prepend=x[:1])), axis=0))
@@ -136,7 +144,7 @@ def oracle_method(reg, *, state_key: str = STATE_KEY, coverage_key: str | None =
         return np.clip(reg.predict(_episode_features(ep, spec, state_key, coverage_key)), 0.0, 1.0)
 
     info = {"kind": "privileged simulator state, no pixels", "lags_s": list(spec.lags_s),
-            "history": spec.history, **reg.wvm_training}
+            "history": spec.history, "elapsed": spec.elapsed or spec.history, **reg.wvm_training}
     return Method(spec.name, predict, info)
 
 
