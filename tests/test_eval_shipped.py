@@ -35,3 +35,26 @@ def test_shipped_checkpoint_reproduces_documented_metrics(tmp_path):
         assert have == pytest.approx(want, abs=0.0015), (name, have, want)
     assert (js["expert_voc"], js["retry_voc"], js["hesitation_rmse"]) == pytest.approx(EXPECTED["wvm"], abs=0.0015)
     assert js["dataset"]["num_episodes"] == 150
+
+
+ELAPSED = ROOT / "models" / "wvm-tiny-pusht-elapsed"
+# models/wvm-tiny-pusht-elapsed/README.md, "Held-out metrics"
+EXPECTED_ELAPSED = {"wvm": (0.995, 0.823, 0.067), "blind_clock": (1.000, -1.000, 0.054)}
+
+
+@pytest.mark.skipif(not (ELAPSED.exists() and SHIPPED[-1].exists()),
+                    reason="elapsed-time checkpoint / held-out split not present")
+def test_elapsed_checkpoint_reproduces_its_card(tmp_path):
+    """The checkpoint with the elapsed-time input, live at 10 estimates/s on the held-out split,
+    gives its card's numbers (the model alone: about 2 min on 2 CPU cores)."""
+    from wvm_ros.cli.main import main
+
+    assert main(["eval", "--checkpoint", str(ELAPSED), "--output", str(tmp_path), "--no-progress", "--no-baselines",
+                 "--no-offline", "--plots-per-kind", "0"]) == 0
+    js = json.loads((tmp_path / "metrics.json").read_text())
+    got = {"wvm": js["model"], **js["baselines"]}
+    assert set(got) == set(EXPECTED_ELAPSED)
+    for name, want in EXPECTED_ELAPSED.items():
+        have = tuple(got[name][k] for k in ("expert_voc", "retry_voc", "hesitation_rmse"))
+        assert have == pytest.approx(want, abs=0.0015), (name, have, want)
+    assert js["model"]["info"]["checkpoint_id"] in (ELAPSED / "README.md").read_text()

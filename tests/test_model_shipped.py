@@ -66,3 +66,29 @@ def test_shipped_success_classifier_loads_and_tells_done_from_not_done():
         sim.close()
     assert t_success is not None, "the scripted policy did not solve scene 424242"
     assert start < 0.1 and np.median(after) > 0.9, (start, after)
+
+
+ELAPSED = Path(__file__).resolve().parents[1] / "models" / "wvm-tiny-pusht-elapsed"
+
+
+@pytest.mark.skipif(not (ELAPSED / "model.safetensors").is_file(), reason="elapsed-time checkpoint not present")
+def test_elapsed_checkpoint_loads_and_uses_the_clock():
+    """The checkpoint with the elapsed-time input: small, named in its card with its metrics, and
+    the same frames give different values early and late in an attempt."""
+    size = sum(f.stat().st_size for f in ELAPSED.iterdir())
+    assert size < 50e6
+    model = load_value_model(ELAPSED, "tiny")
+    assert model.config.elapsed_input and model.checkpoint_id == file_hash(ELAPSED / "model.safetensors")
+    card = (ELAPSED / "README.md").read_text()
+    assert model.checkpoint_id in card
+    metrics = json.loads((ELAPSED / "eval_metrics.json").read_text())["model"]
+    assert f"{metrics['retry_voc']:.3f}" in card and f"{metrics['hesitation_rmse']:.3f}" in card
+    import torch
+
+    rng = np.random.default_rng(0)
+    lat = model.encode_frames(rng.integers(0, 255, (5, 96, 96, 3), dtype=np.uint8))[None]
+    text = model.embed_text("Push the T-shaped block onto the T-shaped target.")
+    with torch.no_grad():
+        early = model.predict_chunk(lat, torch.tensor([0.2]), text, elapsed_s=torch.tensor([2.0]))
+        late = model.predict_chunk(lat, torch.tensor([0.2]), text, elapsed_s=torch.tensor([20.0]))
+    assert (early - late).abs().max() > 1e-3
