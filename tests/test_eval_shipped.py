@@ -21,18 +21,24 @@ EXPECTED = {
 }
 
 
+def _check(path: Path, expected: dict) -> dict:
+    """metrics.json of `wvm eval` has exactly the expected methods, each within 0.0015."""
+    js = json.loads(path.read_text())
+    got = {"wvm": js["model"], **js["baselines"]}
+    assert set(got) == set(expected)
+    for name, want in expected.items():
+        have = tuple(got[name][k] for k in ("expert_voc", "retry_voc", "hesitation_rmse"))
+        assert have == pytest.approx(want, abs=0.0015), (name, have, want)
+    return js
+
+
 @pytest.mark.skipif(not all(p.exists() for p in SHIPPED), reason="shipped checkpoints / held-out split not present")
 def test_shipped_checkpoint_reproduces_documented_metrics(tmp_path):
     from wvm_ros.cli.main import main
 
     assert main(["eval", "--checkpoint", str(SHIPPED[0]), "--output", str(tmp_path), "--no-progress",
                  "--plots-per-kind", "0"]) == 0
-    js = json.loads((tmp_path / "metrics.json").read_text())
-    got = {"wvm": js["model"], **js["baselines"]}
-    assert set(got) == set(EXPECTED)
-    for name, want in EXPECTED.items():
-        have = tuple(got[name][k] for k in ("expert_voc", "retry_voc", "hesitation_rmse"))
-        assert have == pytest.approx(want, abs=0.0015), (name, have, want)
+    js = _check(tmp_path / "metrics.json", EXPECTED)
     assert (js["expert_voc"], js["retry_voc"], js["hesitation_rmse"]) == pytest.approx(EXPECTED["wvm"], abs=0.0015)
     assert js["dataset"]["num_episodes"] == 150
 
@@ -51,10 +57,5 @@ def test_elapsed_checkpoint_reproduces_its_card(tmp_path):
 
     assert main(["eval", "--checkpoint", str(ELAPSED), "--output", str(tmp_path), "--no-progress", "--no-baselines",
                  "--no-offline", "--plots-per-kind", "0"]) == 0
-    js = json.loads((tmp_path / "metrics.json").read_text())
-    got = {"wvm": js["model"], **js["baselines"]}
-    assert set(got) == set(EXPECTED_ELAPSED)
-    for name, want in EXPECTED_ELAPSED.items():
-        have = tuple(got[name][k] for k in ("expert_voc", "retry_voc", "hesitation_rmse"))
-        assert have == pytest.approx(want, abs=0.0015), (name, have, want)
+    js = _check(tmp_path / "metrics.json", EXPECTED_ELAPSED)
     assert js["model"]["info"]["checkpoint_id"] in (ELAPSED / "README.md").read_text()
