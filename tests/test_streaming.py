@@ -171,3 +171,33 @@ def test_elapsed_time_is_seconds_since_the_attempt_began(model):
     for i in range(10):
         est.push(fr[i], 200.0 + i * 0.1)
     assert spy.elapsed == pytest.approx([0.5])
+
+
+def test_attempt_clock_past_its_limit_is_said_in_the_status():
+    """A model with the elapsed-time input, run longer than its elapsed_max_s without a reset (no
+    attempt START): the estimates stay valid, their status says the clock is at its limit; a
+    reset clears it. A model without the input never says so."""
+    torch.manual_seed(0)
+    clocked = build_model(preset_config("tiny", num_layers=2, sample_fps=2.0, min_frames=2, elapsed_input=True,
+                                        elapsed_max_s=3.0)).eval()
+    clocked.untrained = False
+    est = StreamingValueEstimator(clocked, "push the T")
+    fr = frames(50)
+    outs = [est.push(fr[i], 10.0 + i * 0.1) for i in range(50)]          # 4.9 s without a reset
+    assert all(o.status == "ok" for o in outs[5:31]) and all(o.valid for o in outs[5:])
+    assert outs[-1].status.startswith("attempt clock at its limit") and "elapsed_max_s 3 s" in outs[-1].status
+    est.reset()
+    outs = [est.push(fr[i], 100.0 + i * 0.1) for i in range(10)]
+    assert outs[-1].status == "ok"
+
+    plain = build_model(preset_config("tiny", num_layers=2, sample_fps=2.0, min_frames=2, elapsed_max_s=3.0)).eval()
+    plain.untrained = False
+    est = StreamingValueEstimator(plain, "push the T")
+    assert est_status(est, fr) == "ok"
+
+
+def est_status(est, fr):
+    out = None
+    for i in range(50):
+        out = est.push(fr[i], 10.0 + i * 0.1)
+    return out.status

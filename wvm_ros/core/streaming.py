@@ -17,7 +17,9 @@
 * `progress` is the averaged estimate of the newest sampled frame, clipped to [0, 1].
 * Elapsed time: every prediction is given the seconds from the attempt's first frame to the
   window's newest frame; a model built with `elapsed_input` uses it (reset the estimator at
-  every attempt start: the value node does), the others ignore it.
+  every attempt start: the value node does), the others ignore it. Past the model's
+  `elapsed_max_s` (no reset for that long) the estimate stays valid, but its `status` says
+  that the attempt clock is at its limit.
 * Dense mode (`estimate_fps`, a multiple of sample_fps, e.g. 10 with sample_fps 2): frames
   are taken at `estimate_fps` and every taken frame gets its own estimate, from the window
   of frames spaced 1 / sample_fps apart that ends at it (K = estimate_fps / sample_fps
@@ -184,6 +186,10 @@ class StreamingValueEstimator:
             del self._preds[k]
         progress = float(np.clip(self.averaged(idx), 0.0, 1.0))
         status = "ok" if not getattr(self.model, "untrained", False) else "untrained model"
+        limit = float(getattr(self.config, "elapsed_max_s", 0.0) or 0.0)
+        if getattr(self.config, "elapsed_input", False) and limit > 0 and stamp_s - self._first_stamp > limit:
+            status = (f"attempt clock at its limit: {stamp_s - self._first_stamp:.0f} s since the last reset "
+                      f"> elapsed_max_s {limit:g} s (reset the estimator at every attempt start)")
         self._last = ValueEstimate(progress=progress, chunk=chunk.astype(np.float32), stamp_s=stamp_s,
                                    latency_s=time.perf_counter() - t0, valid=True, status=status)
         return self._last

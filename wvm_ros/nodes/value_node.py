@@ -399,6 +399,14 @@ class ValueNode(Node):
             if new:
                 self.stats.add_latency(float(getattr(est, "latency_s", time.perf_counter() - t0)))
                 self.stats.tick("estimate")
+                if str(getattr(est, "status", "")).startswith("attempt clock"):
+                    # a model with the elapsed-time input and no attempt START for longer than it
+                    # was trained on: counted, said in Progress.status and (rate-limited) the log
+                    self.stats.count("estimates past the attempt clock")
+                    if self.errlog.should_log("clock:" + cam.topic):
+                        self.get_logger().warning(f"{cam.topic}: {est.status}; is the policy node (or whatever "
+                                                  f"publishes EpisodeEvent START on /wvm/episode_event) running? "
+                                                  f"A model without the clock: models/wvm-tiny-pusht-noclock")
             # header stamp = the newest image the estimate used (frames between samples
             # republish the latest estimate with its own stamp, so consumers see it is unchanged)
             stamp, frame_id = cam.stamps.get(est.stamp_s, (stamp, frame_id))
