@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from conftest import requires_ros
-from wvm_ros.cli.demo import Attempt, _parse_sets, plot_attempts
+from wvm_ros.cli.demo import Attempt, _parse_sets, find_bags, plot_attempts, split_bags
 
 
 def test_plot_and_set_parsing(tmp_path):
@@ -75,3 +75,29 @@ def test_monitor_follows_attempts_even_without_their_start():
     assert (a1.outcome, a1.decided_by, a1.final_pred, a1.final_gt) == ("failure", "STALL: r", 0.3, 0.4)
     assert a1.pred == [(a1.pred[0][0], 0.3)] and a1.untrained
     assert (a2.attempt, a2.outcome, a2.decided_by) == (2, "success", "SUCCESS: r")
+
+
+def _bag_meta(folder, episode, attempt, start_ns):
+    folder.mkdir(parents=True)
+    (folder / "metadata.yaml").write_text(
+        "rosbag2_bagfile_information:\n  version: 9\n  storage_identifier: mcap\n"
+        f"  starting_time:\n    nanoseconds_since_epoch: {start_ns}\n  message_count: 5\n"
+        f"  custom_data:\n    episode_id: {episode}\n    attempt: '{attempt}'\n    outcome: success\n")
+
+
+def test_bags_of_earlier_runs_are_kept_apart(tmp_path):
+    """Running the demo again into the same folder: the earlier run's bags are listed as earlier,
+    not as attempts cut short by this run's stop."""
+    t0 = 1_795_000_000_000_000_000
+    _bag_meta(tmp_path / "old_att001", "ep0001-old", 1, t0 - 10**12)
+    _bag_meta(tmp_path / "new_att001", "ep0001-new", 1, t0 + 10**9)
+    _bag_meta(tmp_path / "new2_att001", "ep0002-new", 1, t0 + 2 * 10**9)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "metadata.yaml").write_text("rosbag2_bagfile_information: [unclosed")
+    all_bags = find_bags(tmp_path)
+    assert len(all_bags) == 4
+    bags, extra, earlier = split_bags(all_bags, {("ep0001-new", "1")}, t0)
+    assert [b["episode_id"] for b in bags if "error" not in b] == ["ep0001-new"]
+    assert any("error" in b for b in bags)                      # unreadable: reported with this run
+    assert extra == [str(tmp_path / "new2_att001")]
+    assert earlier == [str(tmp_path / "old_att001")]

@@ -242,6 +242,26 @@ def _parse_sets(items: list[str]) -> dict[str, dict]:
     return out
 
 
+def split_bags(all_bags: list[dict], keys: set, since_ns: int) -> tuple[list[dict], list[str], list[str]]:
+    """This run's bags of the counted attempts (and unreadable ones, reported), the paths of this
+    run's bags of an attempt started after the last counted one (cut short by the stop), and the
+    paths of bags an earlier run left in the folder (kept, not counted). A bag belongs to this run
+    when its first message is not older than `since_ns` (its folder's time when the bag has no
+    start time)."""
+    def start(b):
+        if b.get("start_ns") is not None:
+            return b["start_ns"]
+        try:
+            return Path(b["path"]).stat().st_mtime_ns
+        except OSError:
+            return since_ns
+    ours = [b for b in all_bags if "error" in b or start(b) >= since_ns]
+    earlier = [b["path"] for b in all_bags if b not in ours]
+    bags = [b for b in ours if (b.get("episode_id"), str(b.get("attempt"))) in keys or "error" in b]
+    extra = [b["path"] for b in ours if b not in bags]
+    return bags, extra, earlier
+
+
 def find_bags(bag_dir: Path) -> list[dict]:
     import yaml
 
@@ -251,9 +271,10 @@ def find_bags(bag_dir: Path) -> list[dict]:
             doc = yaml.safe_load(meta.read_text()) or {}
             info = doc.get("rosbag2_bagfile_information", {})
             custom = info.get("custom_data") or {}
+            start = (info.get("starting_time") or {}).get("nanoseconds_since_epoch")
             bags.append({"path": str(meta.parent), "messages": info.get("message_count"),
                          "episode_id": custom.get("episode_id"), "attempt": custom.get("attempt"),
-                         "outcome": custom.get("outcome")})
+                         "outcome": custom.get("outcome"), "start_ns": int(start) if start is not None else None})
         except Exception as e:  # a broken bag is reported, not fatal for the summary
             bags.append({"path": str(meta.parent), "error": str(e)})
     return bags
@@ -321,6 +342,7 @@ def run(args: argparse.Namespace) -> int:
     probe = None
     rc = 0
     t_start = time.monotonic()
+    run_started_ns = time.time_ns() - 1_000_000_000   # bags of this run start after this (1 s margin)
     bar = tqdm(total=args.attempts, unit="attempt", desc="wvm demo", file=sys.stderr, disable=args.no_live or not sys.stderr.isatty(),
                dynamic_ncols=True)
     try:
@@ -395,11 +417,11 @@ def run(args: argparse.Namespace) -> int:
     overlay_png = save_overlay(monitor.last_overlay, out / "overlay.png")
     all_bags = find_bags(bag_dir) if record else []
     keys = {(a.episode_id, str(a.attempt)) for a in attempts}
-    # an attempt the policy started after the last counted one is cut short by the stop
-    bags = [b for b in all_bags if (b.get("episode_id"), str(b.get("attempt"))) in keys or "error" in b]
-    extra = [b["path"] for b in all_bags if b not in bags]
+    # an attempt the policy started after the last counted one is cut short by the stop; bags
+    # of earlier runs into the same folder are kept and listed apart
+    bags, extra, earlier = split_bags(all_bags, keys, run_started_ns)
     summary = {"ok": rc == 0, "exit_code": rc, "elapsed_s": round(elapsed, 1), "attempts": [a.to_dict() for a in attempts],
-               "untrained_model": untrained, "plot": str(plot), "overlay": str(overlay_png) if overlay_png else None, "bags": bags, "interrupted_bags": extra, "logs": str(log_dir),
+               "untrained_model": untrained, "plot": str(plot), "overlay": str(overlay_png) if overlay_png else None, "bags": bags, "interrupted_bags": extra, "earlier_bags": earlier, "logs": str(log_dir),
                "progress_messages": monitor.progress_count, "diagnostics": monitor.diagnostics}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
@@ -417,6 +439,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"    {b['path']}  ({b.get('messages')} messages, outcome {b.get('outcome')})")
         if extra:
             print(f"  ({len(extra)} bag(s) of an attempt started after the last one were cut short by the stop)")
+        if earlier:
+            print(f"  ({len(earlier)} bag(s) of earlier runs in {bag_dir} kept, not counted here)")
     vd = next((v for k, v in monitor.diagnostics.items() if k.startswith("wvm_value")), None)
     if vd:
         print(f"  value node: input {vd.get('input rate (Hz)')} Hz, Progress {vd.get('output rate (Hz)')} Hz, "
