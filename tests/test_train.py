@@ -146,7 +146,7 @@ def test_dataset_errors(tmp_path):
     store = load_training_data(["data/pusht-heldout"], (32, 32), 4, 0.25, max_episodes=4, log=logs.append)
     assert store.skipped_short >= 1 and store.num_episodes == 4 - store.skipped_short
     assert any("skipped" in m for m in logs)
-    assert store.frames.shape[1:] == (32, 32, 3) and store.frames.dtype == torch.uint8
+    assert store.frames.shape[1:] == (32, 32, 3) and store.frames.dtype == np.uint8
     with pytest.raises(TrainDataError, match="no usable episodes"):
         load_training_data(["data/pusht-heldout"], (32, 32), 4, 0.05, max_episodes=2, log=logs.append)
 
@@ -162,6 +162,10 @@ def test_cli_config_file_and_flags(tmp_path):
     c = build_config(args)
     assert (c.steps, c.lr, c.lambda_video, c.datasets, c.output) == (11, 0.0005, 0.0, ["d1"], "o")
     assert c.model_overrides == {"num_layers": 2, "sample_fps": 3}
+    assert (c.device, c.frame_cache) == ("cpu", None)
+    args = _build_parser("train").parse_args(["train", "--dataset", "d1", "--output", "o", "--device", "cuda:1",
+                                              "--frame-cache", "runs/fc"])
+    assert (build_config(args).device, build_config(args).frame_cache) == ("cuda:1", "runs/fc")
     with pytest.raises(ValueError, match="invalid training hyper-parameters"):
         TrainConfig(steps=0)
 
@@ -301,3 +305,106 @@ def test_clips_carry_the_elapsed_time_of_their_newest_frame(tmp_path):
     with pytest.raises(TrainDataError, match="no frame rate"):
         train(cfg(tmp_path, output=str(tmp_path / "ck2"), model_overrides={**TINY, "elapsed_input": True}),
               store=store, log=lambda *a: None)
+
+
+def test_frame_cache_is_memory_mapped_equal_and_reused(tmp_path, monkeypatch):
+    """--frame-cache: the frames land in a memory-mapped file equal to the in-memory copy; a second
+    run with the same data and settings decodes nothing; other settings get their own cache."""
+    import wvm_ros.core.evaluation as ev
+    from wvm_ros.core.train import ClipSampler
+
+    args = (["data/pusht-heldout"], (32, 32), 4, 2.0)
+    mem = load_training_data(*args, max_episodes=3, log=lambda *a: None)
+    logs = []
+    cached = load_training_data(*args, max_episodes=3, log=logs.append, frame_cache=tmp_path / "fc")
+    assert isinstance(cached.frames, np.memmap) and cached.frames.shape == mem.frames.shape
+    assert np.array_equal(np.asarray(cached.frames), mem.frames)
+    for k in ("values", "starts", "lengths", "text_ids", "segment_mask"):
+        assert np.array_equal(getattr(cached, k), getattr(mem, k)), k
+    assert (cached.texts, cached.stride, cached.fps) == (mem.texts, mem.stride, mem.fps)
+    assert [p.name for p in (tmp_path / "fc").iterdir() if p.name.startswith(".")] == []   # no temp folder left
+    # the sampler draws the same clips from either
+    c = TrainConfig(datasets=["x"], output="o")
+    a, b = ClipSampler(mem, 4, c, seed=3).sample(16), ClipSampler(cached, 4, c, seed=3).sample(16)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(ev, "load_lerobot_episodes", no_decoding)
+    logs.clear()
+    again = load_training_data(*args, max_episodes=3, log=logs.append, frame_cache=tmp_path / "fc")
+    assert np.array_equal(np.asarray(again.frames), mem.frames) and any("from the cache" in m for m in logs)
+    with pytest.raises(AssertionError, match="decoded again"):     # other settings: another key
+        load_training_data(*args, max_episodes=2, log=lambda *a: None, frame_cache=tmp_path / "fc")
+    assert len([p for p in (tmp_path / "fc").iterdir() if not p.name.startswith(".")]) == 1
+
+
+def test_frame_cache_failures_leave_nothing_half_written(tmp_path, monkeypatch):
+    import shutil as sh
+
+    import wvm_ros.core.evaluation as ev
+
+    args = (["data/pusht-heldout"], (32, 32), 4, 2.0)
+    real = ev.load_lerobot_episodes
+    calls = []
+
+    def fails_second_batch(*a, **k):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(ev, "load_lerobot_episodes", fails_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        load_training_data(*args, max_episodes=20, log=lambda *a: None, frame_cache=tmp_path / "fc")
+    assert list((tmp_path / "fc").iterdir()) == []
+    monkeypatch.setattr(ev, "load_lerobot_episodes", real)
+    # a cache whose frame file was cut short is rebuilt, not read
+    logs = []
+    st = load_training_data(*args, max_episodes=2, log=logs.append, frame_cache=tmp_path / "fc")
+    want = np.array(st.frames)
+    del st   # (a mapped file must not be cut short under a live mapping: reading it would fault)
+    (key_dir,) = list((tmp_path / "fc").iterdir())
+    with open(key_dir / "frames.u8", "r+b") as f:
+        f.truncate(1000)
+    st2 = load_training_data(*args, max_episodes=2, log=logs.append, frame_cache=tmp_path / "fc")
+    assert any("rebuilding" in m for m in logs) and np.array_equal(np.asarray(st2.frames), want)
+    # not enough disk: a clear error naming the folder, before decoding
+    monkeypatch.setattr(sh, "disk_usage", lambda p: sh._ntuple_diskusage(10**9, 10**9, 1000))
+    with pytest.raises(TrainDataError, match=r"frame cache .*fc2.* GB free"):
+        load_training_data(*args, max_episodes=2, log=lambda *a: None, frame_cache=tmp_path / "fc2")
+
+
+def test_training_from_the_frame_cache(tmp_path):
+    c = cfg(tmp_path, datasets=["data/pusht-heldout"], max_episodes=3, steps=4, frame_cache=str(tmp_path / "fc"))
+    res = train(c, log=lambda *a: None)
+    assert res["steps"] == 4 and (tmp_path / "fc").is_dir()
+    assert read_checkpoint_config(tmp_path / "ck")["meta"]["train_config"]["frame_cache"] == str(tmp_path / "fc")
+
+
+def test_device_errors(tmp_path):
+    from wvm_ros.core.train import training_device
+
+    assert training_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="expected cpu, cuda or cuda:N"):
+        training_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            train(cfg(tmp_path, device="cuda"), store=synthetic_store(), log=lambda *a: None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the lent GPU machine)")
+def test_short_run_on_cuda_lowers_loss_and_loads_on_cpu(tmp_path):
+    store = synthetic_store()
+    store.fps = 10.0
+    res = train(cfg(tmp_path, steps=60, lambda_video=0.5, device="cuda", ema_decay=0.9,
+                    model_overrides={**TINY, "elapsed_input": True}), store=store, log=lambda *a: None)
+    losses = [r["loss_value"] for r in res["history"]]
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]), losses
+    model = load_value_model(tmp_path / "ck", "tiny")
+    assert next(model.parameters()).device.type == "cpu" and model.checkpoint_id == res["checkpoint_id"]
+    # resume on the GPU continues from the saved state
+    res2 = train(cfg(tmp_path, steps=70, lambda_video=0.5, device="cuda", ema_decay=0.9, resume=True,
+                     model_overrides={**TINY, "elapsed_input": True}), store=store, log=lambda *a: None)
+    assert res2["steps"] == 70

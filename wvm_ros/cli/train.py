@@ -37,6 +37,10 @@ _FLAGS = [
     ("--save-every", "save_every", int, "checkpoint every N steps (default 500; 0 = only at the end)"),
     ("--log-every", "log_every", int, "loss averaging / logging period in steps (default 25)"),
     ("--threads", "threads", int, "torch CPU threads (default: torch's choice)"),
+    ("--device", "device", str, "cpu | cuda | cuda:N (default cpu)"),
+    ("--frame-cache", "frame_cache", str,
+     "folder for a memory-mapped copy of the decoded frames, reused by later runs on the same data "
+     "(default: none, frames held in memory; use it for datasets larger than the memory)"),
     ("--segment-weight", "segment_weight", float,
      "draw clips touching labelled hesitation/retry segments this many times as often (default 1 = uniform)"),
     ("--ema", "ema_decay", float, "EMA decay of the saved weights, e.g. 0.998 (default 0 = off)"),

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
 import time
 from contextlib import contextmanager, nullcontext
@@ -107,6 +108,10 @@ class TrainConfig:
     val_every: int = 0
     val_max_episodes: int | None = None
     threads: int | None = None
+    # folder for the decoded, resized training frames (uint8, memory-mapped; reused by later runs
+    # on the same data). None: the frames are held in memory (1 + h clips are drawn from them)
+    frame_cache: str | None = None
+    device: str = "cpu"                   # "cpu", "cuda", "cuda:N" (frames stay on the host)
     resume: bool = False
     progress_bar: bool = True
 
@@ -183,7 +188,8 @@ def randomize_prefix(prefix_value: float, rng: random.Random, p: float) -> tuple
 
 @dataclass
 class EpisodeStore:
-    frames: torch.Tensor            # [N, H, W, 3] uint8, all episodes concatenated
+    frames: Any                     # [N, H, W, 3] uint8, all episodes concatenated: a numpy array,
+    #                                 a read-only np.memmap of a frame cache, or a torch tensor
     values: np.ndarray              # [N] float32 targets
     starts: np.ndarray              # [E] first row of each episode
     lengths: np.ndarray             # [E]
@@ -207,14 +213,139 @@ def _resize_uint8(frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
+FRAME_CACHE_FORMAT = 1
+
+
+def _dataset_fingerprint(root: Path) -> list:
+    """What identifies a dataset's content for the frame cache: its info.json and the name, size
+    and modification time of every file under meta/, data/ and videos/."""
+    files = []
+    for sub in ("meta", "data", "videos"):
+        d = root / sub
+        if d.is_dir():
+            for f in sorted(d.rglob("*")):
+                if f.is_file():
+                    st = f.stat()
+                    files.append([str(f.relative_to(root)), st.st_size, st.st_mtime_ns])
+    return [str(root.resolve()), files]
+
+
+def frame_cache_key(datasets: Sequence[str], image_size, h: int, sample_fps: float, camera_key: str | None,
+                    progress_key: str, max_episodes: int | None) -> str:
+    import hashlib
+
+    doc = {"format": FRAME_CACHE_FORMAT, "image_size": list(image_size), "h": h, "sample_fps": sample_fps,
+           "camera_key": camera_key, "progress_key": progress_key, "max_episodes": max_episodes,
+           "datasets": [_dataset_fingerprint(Path(d).expanduser()) for d in datasets]}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _open_frame_cache(folder: Path, log) -> EpisodeStore | None:
+    meta_p, idx_p, frames_p = folder / "meta.json", folder / "index.npz", folder / "frames.u8"
+    if not (meta_p.is_file() and idx_p.is_file() and frames_p.is_file()):
+        return None
+    meta = json.loads(meta_p.read_text())
+    shape = tuple(meta["frames_shape"])
+    if frames_p.stat().st_size != int(np.prod(shape)):
+        log(f"[wvm train] frame cache {folder}: frames.u8 is {frames_p.stat().st_size} bytes, expected "
+            f"{int(np.prod(shape))} for {shape}; rebuilding it")
+        return None
+    idx = np.load(idx_p)
+    return EpisodeStore(frames=np.memmap(frames_p, dtype=np.uint8, mode="r", shape=shape), values=idx["values"],
+                        starts=idx["starts"], lengths=idx["lengths"], text_ids=idx["text_ids"], texts=meta["texts"],
+                        stride=int(meta["stride"]), skipped_short=int(meta["skipped_short"]), sources=meta["sources"],
+                        segment_mask=idx["segment_mask"], fps=meta["fps"])
+
+
 def load_training_data(datasets: Sequence[str], image_size: tuple[int, int], h: int, sample_fps: float,
                        camera_key: str | None = None, progress_key: str = "progress",
-                       max_episodes: int | None = None, progress: bool = True, log=print) -> EpisodeStore:
-    from wvm_ros.core.evaluation import DatasetError, load_lerobot_episodes
+                       max_episodes: int | None = None, progress: bool = True, log=print,
+                       frame_cache: str | os.PathLike | None = None) -> EpisodeStore:
+    """Decode the datasets' frames at the model's input size, with targets and segment labels.
+
+    frame_cache: a folder for a memory-mapped copy of the decoded frames, keyed by the datasets'
+    content and the settings above; a later call with the same key opens it instead of decoding
+    again. The training process then holds only the pages it reads (the OS page cache keeps the
+    rest), so a dataset larger than the memory can be trained on. Without it the frames are held
+    in one array in memory (N x H x W x 3 bytes)."""
+    import shutil
 
     if not datasets:
         raise TrainDataError("no training dataset given (expected one or more local LeRobot v3 dataset roots)")
-    frames_all: list[torch.Tensor] = []
+    roots = [Path(r).expanduser() for r in datasets]
+    for root_p in roots:
+        if not (root_p / "meta" / "info.json").is_file():
+            raise TrainDataError(f"dataset {root_p}: not a LeRobot dataset (no meta/info.json); expected the root of a "
+                                 "local LeRobot v3 dataset, e.g. one written by `wvm sim-collect`")
+    cache_dir = final_dir = sink = None
+    if frame_cache is not None:
+        key = frame_cache_key(datasets, image_size, h, sample_fps, camera_key, progress_key, max_episodes)
+        final_dir = Path(frame_cache).expanduser() / key
+        cached = _open_frame_cache(final_dir, log)
+        if cached is not None:
+            gb = cached.frames.nbytes / 1e9
+            log(f"[wvm train] frames from the cache {final_dir} ({len(cached.frames)} frames, {gb:.2f} GB, memory-mapped)")
+            return cached
+        if final_dir.exists():   # incomplete or damaged (a complete one opens above): start it again
+            log(f"[wvm train] frame cache {final_dir}: incomplete, decoding again")
+            shutil.rmtree(final_dir, ignore_errors=True)
+        total = sum(int(json.loads((r / "meta" / "info.json").read_text()).get("total_frames", 0)) for r in roots)
+        need = total * int(image_size[0]) * int(image_size[1]) * 3
+        final_dir.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(final_dir.parent).free
+        if need > free:
+            raise TrainDataError(f"frame cache {final_dir.parent}: the decoded frames need up to {need / 1e9:.1f} GB "
+                                 f"({total} frames at {image_size[0]} x {image_size[1]}), the disk has "
+                                 f"{free / 1e9:.1f} GB free; free space or choose another --frame-cache folder")
+        cache_dir = final_dir.parent / f".{key}.tmp-{os.getpid()}"
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        cache_dir.mkdir()
+        sink = open(cache_dir / "frames.u8", "wb")
+        log(f"[wvm train] decoding {total} frames into the frame cache {final_dir} (up to {need / 1e9:.2f} GB)")
+    try:
+        store_parts = _read_datasets(roots, image_size, h, sample_fps, camera_key, progress_key, max_episodes,
+                                     progress, log, sink=sink)
+    except BaseException:
+        if cache_dir is not None:
+            sink.close()
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        raise
+    pieces, n_rows, fields = store_parts
+    H, W = int(image_size[0]), int(image_size[1])
+    if cache_dir is None:
+        # one array, filled piece by piece (each piece freed once copied): no second full copy
+        frames = np.empty((n_rows, H, W, 3), dtype=np.uint8)
+        row = 0
+        while pieces:
+            p = pieces.pop(0)
+            frames[row:row + len(p)] = p
+            row += len(p)
+        return EpisodeStore(frames=frames, **fields)
+    sink.close()
+    np.savez(cache_dir / "index.npz", values=fields["values"], starts=fields["starts"], lengths=fields["lengths"],
+             text_ids=fields["text_ids"], segment_mask=fields["segment_mask"])
+    meta = {"format": FRAME_CACHE_FORMAT, "frames_shape": [n_rows, H, W, 3], "texts": fields["texts"],
+            "stride": fields["stride"], "skipped_short": fields["skipped_short"], "sources": fields["sources"],
+            "fps": fields["fps"]}
+    (cache_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")   # written last: marks it complete
+    try:
+        os.replace(cache_dir, final_dir)
+    except OSError:   # another run finished the same cache first: use that one
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    store = _open_frame_cache(final_dir, log)
+    if store is None:
+        raise TrainDataError(f"frame cache {final_dir}: could not be read back after writing it")
+    log(f"[wvm train] frame cache {final_dir}: {n_rows} frames, {store.frames.nbytes / 1e9:.2f} GB")
+    return store
+
+
+def _read_datasets(roots, image_size, h, sample_fps, camera_key, progress_key, max_episodes, progress, log,
+                   sink=None):
+    """Read every episode; frames go to `sink` (a binary file) when given, else are returned as a
+    list of uint8 arrays. Returns (pieces, number of frames, the EpisodeStore fields but frames)."""
+    from wvm_ros.core.evaluation import DatasetError, load_lerobot_episodes
+
+    pieces: list[np.ndarray] = []
     values_all: list[np.ndarray] = []
     masks_all: list[np.ndarray] = []
     starts, lengths, text_ids, texts = [], [], [], []
@@ -223,13 +354,8 @@ def load_training_data(datasets: Sequence[str], image_size: tuple[int, int], h: 
     row = 0
     stride = None
     fps_all = None
-    for root in datasets:
-        root_p = Path(root).expanduser()
-        info_path = root_p / "meta" / "info.json"
-        if not info_path.is_file():
-            raise TrainDataError(f"dataset {root_p}: not a LeRobot dataset (no meta/info.json); expected the root of a "
-                                 "local LeRobot v3 dataset, e.g. one written by `wvm sim-collect`")
-        info = json.loads(info_path.read_text())
+    for root_p in roots:
+        info = json.loads((root_p / "meta" / "info.json").read_text())
         fps = float(info.get("fps", 0)) or None
         if fps is None:
             raise TrainDataError(f"dataset {root_p}: meta/info.json has no fps")
@@ -265,7 +391,11 @@ def load_training_data(datasets: Sequence[str], image_size: tuple[int, int], h: 
                     continue
                 if ep.task not in texts:
                     texts.append(ep.task)
-                frames_all.append(_resize_uint8(ep.frames, image_size))
+                frames = _resize_uint8(ep.frames, image_size).numpy()
+                if sink is not None:
+                    sink.write(np.ascontiguousarray(frames).tobytes())
+                else:
+                    pieces.append(frames)
                 values_all.append(np.clip(np.asarray(ep.gt, dtype=np.float32), 0.0, 1.0))
                 mask = np.zeros(T, dtype=bool)
                 for a, b_ in list(ep.hesitation_segments) + list(ep.retry_segments):
@@ -276,17 +406,18 @@ def load_training_data(datasets: Sequence[str], image_size: tuple[int, int], h: 
                 text_ids.append(texts.index(ep.task))
                 row += T
                 n_used += 1
+            del eps
             if progress:
                 log(f"[wvm train] {root_p.name}: read {min(b + 16, len(wanted))}/{len(wanted)} episodes")
         sources.append({"root": str(root_p), "episodes": n_used, "fps": fps, "targets": gt_key or "t/(T-1)"})
     if skipped:
         log(f"[wvm train] skipped {skipped} episodes shorter than one window ({h} x {stride} + 1 frames)")
     if not starts:
-        raise TrainDataError(f"no usable episodes in {list(datasets)} (skipped {skipped} shorter than one window)")
-    return EpisodeStore(frames=torch.cat(frames_all), values=np.concatenate(values_all), starts=np.array(starts),
-                        lengths=np.array(lengths), text_ids=np.array(text_ids), texts=texts, stride=int(stride),
-                        skipped_short=skipped, sources=sources, segment_mask=np.concatenate(masks_all),
-                        fps=fps_all)
+        raise TrainDataError(f"no usable episodes in {[str(r) for r in roots]} (skipped {skipped} shorter than one window)")
+    fields = dict(values=np.concatenate(values_all), starts=np.array(starts), lengths=np.array(lengths),
+                  text_ids=np.array(text_ids), texts=texts, stride=int(stride), skipped_short=skipped,
+                  sources=sources, segment_mask=np.concatenate(masks_all), fps=fps_all)
+    return pieces, row, fields
 
 
 def clip_end_weights(store: EpisodeStore, h: int, segment_weight: float) -> np.ndarray | None:
@@ -356,7 +487,11 @@ class ClipSampler:
             # seconds since the attempt began at the newest current frame, as a live camera gives
             # it: rewinding reorders the frames shown, not the time that passes
             elapsed[b] = end / s.fps if s.fps else np.nan
-        frames = s.frames[torch.from_numpy(rows.reshape(-1))]          # [B*(1+2h), H, W, 3] uint8
+        flat = rows.reshape(-1)
+        if isinstance(s.frames, torch.Tensor):
+            frames = s.frames[torch.from_numpy(flat)]                      # [B*(1+2h), H, W, 3] uint8
+        else:   # numpy array or memory-mapped frame cache: reads only the rows drawn
+            frames = torch.from_numpy(np.ascontiguousarray(s.frames[flat]))
         frames = frames.view(batch_size, 1 + 2 * self.h, *frames.shape[1:]).permute(0, 1, 4, 2, 3)
         frames = frames.float() / 127.5 - 1.0
         return (frames, torch.from_numpy(prefix), torch.from_numpy(targets), torch.from_numpy(text_ids),
@@ -404,7 +539,7 @@ class WeightEMA:
         missing = set(self.shadow) - set(st["shadow"])
         if missing:
             raise ValueError(f"EMA state lacks {sorted(missing)[:3]}... (was it saved by another model?)")
-        self.shadow = {k: st["shadow"][k].clone() for k in self.shadow}
+        self.shadow = {k: st["shadow"][k].to(self.shadow[k].device).clone() for k in self.shadow}
 
 
 #: validation score used to keep the best checkpoint: higher is better. A hesitation RMSE of
@@ -429,12 +564,29 @@ def lr_lambda(cfg: TrainConfig):
     return f
 
 
+def training_device(name: str) -> torch.device:
+    """The torch device for training; a clear error when it is not there."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device: expected cpu, cuda or cuda:N, got {name!r}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA GPU; train with --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type != "cpu":
+        raise ValueError(f"device: expected cpu, cuda or cuda:N, got {name!r}")
+    return dev
+
+
 def train(cfg: TrainConfig, store: EpisodeStore | None = None, log=print) -> dict[str, Any]:
     """Train (or resume) and write checkpoints into cfg.output. Returns a summary dict."""
     from tqdm.auto import tqdm
 
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
+    device = training_device(cfg.device)
     out = Path(cfg.output)
     resume_state = None
     if cfg.resume and (out / TRAINING_STATE).is_file() and (out / WEIGHTS).is_file():
@@ -446,10 +598,12 @@ def train(cfg: TrainConfig, store: EpisodeStore | None = None, log=print) -> dic
         torch.manual_seed(cfg.seed)
         model = build_model(preset_config(cfg.preset, **cfg.model_overrides))
     mcfg = model.config
+    model.to(device)
     model.train()
     if store is None:
         store = load_training_data(cfg.datasets, mcfg.image_size, mcfg.h, mcfg.sample_fps, cfg.camera_key,
-                                   cfg.progress_key, cfg.max_episodes, progress=cfg.progress_bar, log=log)
+                                   cfg.progress_key, cfg.max_episodes, progress=cfg.progress_bar, log=log,
+                                   frame_cache=cfg.frame_cache)
     if mcfg.elapsed_input and not store.fps:
         raise TrainDataError("the model has elapsed_input=True but the training data has no frame rate")
     val_eps = None
@@ -462,7 +616,7 @@ def train(cfg: TrainConfig, store: EpisodeStore | None = None, log=print) -> dic
             raise TrainDataError(f"validation dataset: {e}") from e
         log(f"[wvm train] validation: {len(val_eps)} episodes of {cfg.val_dataset}, best by {VAL_SCORE}")
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    texts = torch.cat([model.embed_text(t) for t in store.texts])          # [n_texts, L, D] (L = 1 for MiniLM)
+    texts = torch.cat([model.embed_text(t) for t in store.texts]).to(device)   # [n_texts, L, D] (L = 1 for MiniLM)
     sampler = ClipSampler(store, mcfg.h, cfg, cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
@@ -486,7 +640,7 @@ def train(cfg: TrainConfig, store: EpisodeStore | None = None, log=print) -> dic
         step = int(resume_state["step"])
         history = list(resume_state.get("history", []))
     log(f"[wvm train] {store.num_episodes} episodes, {len(store.frames)} frames, stride {store.stride}, "
-        f"{sum(p.numel() for p in model.parameters()):,} parameters, lambda_video={cfg.lambda_video}")
+        f"{sum(p.numel() for p in model.parameters()):,} parameters, lambda_video={cfg.lambda_video}, device {device}")
 
     def averaged():
         return ema.applied(model) if ema is not None else nullcontext(model)
@@ -539,6 +693,9 @@ def train(cfg: TrainConfig, store: EpisodeStore | None = None, log=print) -> dic
     ckpt_id = None
     while step < cfg.steps:
         frames, prefix, targets, tids, elapsed = sampler.sample(cfg.batch_size)
+        if device.type != "cpu":
+            frames, prefix, targets, tids, elapsed = (x.to(device, non_blocking=True)
+                                                      for x in (frames, prefix, targets, tids, elapsed))
         losses = model.training_loss(frames, prefix, targets, texts[tids], lambda_video=cfg.lambda_video,
                                      elapsed_s=elapsed if mcfg.elapsed_input else None)
         vals = {k: float(v.detach()) for k, v in losses.items()}
