@@ -18,7 +18,7 @@ import sys
 import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUNDLE = os.path.join(ROOT, ".devbundle")
+BUNDLE = os.path.join(ROOT, os.environ.get("WVM_DEVBUNDLE", ".devbundle"))
 sys.path[:0] = [ROOT, BUNDLE]
 
 import lerobot  # noqa: E402

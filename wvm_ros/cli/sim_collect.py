@@ -117,6 +117,53 @@ def _label(ro, kind: str, min_retry_setback: float):
         return None, None, f"{kind} segment has no paper ground truth (T - 2x <= 0)"
 
 
+def generate_attempts(sim, kinds, episodes: int, seed: int, fps: int, max_steps: int, after_steps: int = 0,
+                      min_retry_setback: float = 20.0, stats: dict | None = None, reasons: dict | None = None,
+                      expert: dict | None = None):
+    """Yield (kind, scene seed, rollout, progress, non-progress segments) for `episodes` usable
+    attempts, kinds taken in turn from `kinds`, scene seeds from `seed` on (a start the scripted
+    expert cannot solve, or an attempt whose injection did not do what its kind needs, is
+    dropped and drawn again with the next seed). Rendered at sim's image size. `stats`,
+    `reasons` and `expert` (dicts) receive the counts that `wvm sim-collect` reports."""
+    from wvm_ros.core.sim.rollout import plan_injection, rollout
+    from wvm_ros.core.sim.scripted import ScriptedPushTPolicy
+
+    stats = stats if stats is not None else {}
+    reasons = reasons if reasons is not None else {}
+    expert = expert if expert is not None else {}
+    expert.setdefault("trials", 0)
+    expert.setdefault("solved", 0)
+    rng = np.random.default_rng(seed)
+    for i in range(episodes):
+        kind = kinds[i % len(kinds)]
+        st = stats.setdefault(kind, {"kept": 0, "attempts": 0, "solved": 0, "rejected": 0})
+        for _try in range(50):
+            s = seed
+            seed += 1
+            # the expert attempt from this start (no rendering: fast) places the injection
+            exp = rollout(sim, ScriptedPushTPolicy(seed=s), s, max_steps, render=False)
+            expert["trials"] += 1
+            expert["solved"] += exp.solved
+            if not exp.solved:  # the scripted policy fails from this start: draw another
+                continue
+            injections = plan_injection(kind, exp.length, fps, rng)
+            st["attempts"] += 1
+            ro = rollout(sim, ScriptedPushTPolicy(injections, seed=s), s, max_steps, render=True,
+                         steps_after_success=after_steps)
+            st["solved"] += ro.solved
+            progress, segs, why = _label(ro, kind, min_retry_setback)
+            if progress is None:
+                st["rejected"] += 1
+                reasons[why] = reasons.get(why, 0) + 1
+                continue
+            break
+        else:
+            raise RuntimeError(f"no usable {kind!r} attempt in 50 tries (last seed {seed - 1}); "
+                               "try a lower --difficulty or a longer --max-seconds")
+        st["kept"] += 1
+        yield kind, s, ro, progress, segs
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -130,8 +177,7 @@ def run(args: argparse.Namespace) -> int:
     from wvm_ros.core.dataset import ValuedDatasetWriter
     from wvm_ros.core.groundtruth import value_chunks
     from wvm_ros.core.sim.pusht import STATE_NAMES, PushTSim
-    from wvm_ros.core.sim.rollout import plan_injection, rollout
-    from wvm_ros.core.sim.scripted import SEGMENT_KINDS, ScriptedPushTPolicy
+    from wvm_ros.core.sim.scripted import SEGMENT_KINDS
 
     if args.episodes < 1:
         print(f"wvm sim-collect: --episodes: expected >= 1, got {args.episodes}", file=sys.stderr)
@@ -159,40 +205,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     max_steps = max(1, int(round(args.max_seconds * args.fps)))
     after_steps = int(round(args.after_success_s * args.fps))
-    rng = np.random.default_rng(args.seed)
-    seed = args.seed
     stats = {k: {"kept": 0, "attempts": 0, "solved": 0, "rejected": 0} for k in args.kinds}
     reasons: dict[str, int] = {}
-    expert_trials = expert_solved = 0
+    expert = {"trials": 0, "solved": 0}
     t0 = time.perf_counter()
     bar = tqdm(total=args.episodes, desc="sim-collect", unit="ep", disable=args.quiet)
     try:
-        for i in range(args.episodes):
-            kind = args.kinds[i % len(args.kinds)]
-            for _try in range(50):
-                s = seed
-                seed += 1
-                # the expert attempt from this start (no rendering: fast) places the injection
-                exp = rollout(sim, ScriptedPushTPolicy(seed=s), s, max_steps, render=False)
-                expert_trials += 1
-                expert_solved += exp.solved
-                if not exp.solved:  # the scripted policy fails from this start: draw another
-                    continue
-                injections = plan_injection(kind, exp.length, args.fps, rng)
-                stats[kind]["attempts"] += 1
-                ro = rollout(sim, ScriptedPushTPolicy(injections, seed=s), s, max_steps, render=True,
-                             steps_after_success=after_steps)
-                stats[kind]["solved"] += ro.solved
-                progress, segs, why = _label(ro, kind, args.min_retry_setback)
-                if progress is None:
-                    stats[kind]["rejected"] += 1
-                    reasons[why] = reasons.get(why, 0) + 1
-                    continue
-                T = ro.length
-                break
-            else:
-                raise RuntimeError(f"no usable {kind!r} attempt in 50 tries (last seed {seed - 1}); "
-                                   "try a lower --difficulty or a longer --max-seconds")
+        for kind, s, ro, progress, segs in generate_attempts(
+                sim, args.kinds, args.episodes, args.seed, args.fps, max_steps, after_steps,
+                args.min_retry_setback, stats=stats, reasons=reasons, expert=expert):
+            T = ro.length
             code = EPISODE_KINDS.index(kind)
             for t in range(T):
                 writer.add_frame(
@@ -208,9 +230,8 @@ def run(args: argparse.Namespace) -> int:
                     "first_success_frame": ro.first_success_frame, "after_success_s": args.after_success_s}
             writer.end_episode(overrides={"progress": progress, "value_chunk": value_chunks(progress, args.value_horizon)},
                                metadata=meta)
-            stats[kind]["kept"] += 1
             bar.update(1)
-            bar.set_postfix(expert_success=f"{expert_solved}/{expert_trials}")
+            bar.set_postfix(expert_success=f"{expert['solved']}/{expert['trials']}")
         writer.finalize()
     except BaseException:
         bar.close()
@@ -221,8 +242,8 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "output": str(Path(args.output).resolve()), "episodes": writer.num_episodes, "frames": writer.num_frames,
         "video": writer.use_videos, "video_note": writer.video_note,
-        "scripted_expert_success": {"solved": expert_solved, "attempts": expert_trials,
-                                    "rate": expert_solved / max(expert_trials, 1)},
+        "scripted_expert_success": {"solved": expert["solved"], "attempts": expert["trials"],
+                                    "rate": expert["solved"] / max(expert["trials"], 1)},
         "per_kind": stats, "rejected_because": reasons, "wall_s": round(wall, 2), "fps": args.fps, "after_success_s": args.after_success_s, "image_size": list(args.image_size),
         "difficulty": args.difficulty, "seed": args.seed, "segment_codes": list(SEGMENT_KINDS),
         "kind_codes": list(EPISODE_KINDS),
