@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -370,6 +371,22 @@ def test_frame_cache_failures_leave_nothing_half_written(tmp_path, monkeypatch):
         f.truncate(1000)
     st2 = load_training_data(*args, max_episodes=2, log=logs.append, frame_cache=tmp_path / "fc")
     assert any("rebuilding" in m for m in logs) and np.array_equal(np.asarray(st2.frames), want)
+    # a partial cache of a run that was killed (its pid is gone) is removed; a live one is kept
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / "fc" / f".{key_dir.name}.tmp-{int(gone.stdout)}"
+    not_a_pid = tmp_path / "fc" / f".{key_dir.name}.tmp-{os.getpid()}x"   # not a pid: also removed
+    mine = tmp_path / "fc" / f".{key_dir.name}.tmp-1"                 # pid 1 is alive
+    for d in (stale, not_a_pid, mine):
+        d.mkdir()
+    import shutil as _sh
+    _sh.rmtree(key_dir)
+    logs.clear()
+    load_training_data(*args, max_episodes=2, log=logs.append, frame_cache=tmp_path / "fc")
+    assert not stale.exists() and not not_a_pid.exists() and mine.exists()
+    assert any("left by a run that stopped" in m for m in logs)
     # not enough disk: a clear error naming the folder, before decoding
     monkeypatch.setattr(sh, "disk_usage", lambda p: sh._ntuple_diskusage(10**9, 10**9, 1000))
     with pytest.raises(TrainDataError, match=r"frame cache .*fc2.* GB free"):

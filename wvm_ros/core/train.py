@@ -257,6 +257,22 @@ def _open_frame_cache(folder: Path, log) -> EpisodeStore | None:
                         segment_mask=idx["segment_mask"], fps=meta["fps"])
 
 
+def _remove_stale_partials(parent: Path, key: str, log) -> None:
+    """Delete the partial caches of this key that a killed run left (their process is gone)."""
+    import shutil
+
+    for d in parent.glob(f".{key}.tmp-*"):
+        try:
+            os.kill(int(d.name.rsplit("-", 1)[1]), 0)
+            continue                                   # its run is still going
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:                        # alive, another user's
+            continue
+        log(f"[wvm train] removing {d}: a partial frame cache left by a run that stopped")
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def load_training_data(datasets: Sequence[str], image_size: tuple[int, int], h: int, sample_fps: float,
                        camera_key: str | None = None, progress_key: str = "progress",
                        max_episodes: int | None = None, progress: bool = True, log=print,
@@ -297,6 +313,7 @@ def load_training_data(datasets: Sequence[str], image_size: tuple[int, int], h: 
             raise TrainDataError(f"frame cache {final_dir.parent}: the decoded frames need up to {need / 1e9:.1f} GB "
                                  f"({total} frames at {image_size[0]} x {image_size[1]}), the disk has "
                                  f"{free / 1e9:.1f} GB free; free space or choose another --frame-cache folder")
+        _remove_stale_partials(final_dir.parent, key, log)
         cache_dir = final_dir.parent / f".{key}.tmp-{os.getpid()}"
         shutil.rmtree(cache_dir, ignore_errors=True)
         cache_dir.mkdir()
