@@ -170,6 +170,28 @@ def test_training_loss_backward_and_lambda_zero(tiny):
     tiny.zero_grad()
 
 
+def test_value_weight_is_a_weighted_mean_over_clips(tiny):
+    """value_weight [B] weighs each clip's value loss: weights (1, 0) give clip 0's loss alone,
+    equal weights the plain mean; bad weights are named."""
+    c = tiny.config
+    frames = torch.rand(2, c.window_frames, 3, *c.image_size) * 2 - 1
+    text, prefix, values = _text(tiny, 2), torch.rand(2), torch.rand(2, c.h)
+
+    def loss(**kw):
+        torch.manual_seed(5)   # same flow-matching noise and sigma for every call
+        return float(tiny.training_loss(frames, prefix, values, text, lambda_video=0.0, **kw)["loss_value"])
+
+    both = loss()
+    assert loss(value_weight=torch.tensor([2.0, 2.0])) == pytest.approx(both, rel=1e-5)
+    first = loss(value_weight=torch.tensor([1.0, 0.0]))
+    second = loss(value_weight=torch.tensor([0.0, 3.0]))
+    assert both == pytest.approx((first + second) / 2, rel=1e-5) and first != pytest.approx(second)
+    assert loss(value_weight=torch.tensor([1.0, 3.0])) == pytest.approx((first + 3 * second) / 4, rel=1e-5)
+    for bad in (torch.tensor([1.0]), torch.tensor([1.0, float("nan")]), torch.tensor([-1.0, 1.0])):
+        with pytest.raises(ValueError, match="value_weight"):
+            loss(value_weight=bad)
+
+
 def test_parts_export_to_onnx(tiny, tmp_path):
     """encode_frames and predict_chunk export on their own (legacy exporter) and match torch."""
     ort = pytest.importorskip("onnxruntime")

@@ -165,8 +165,11 @@ def test_cli_config_file_and_flags(tmp_path):
     assert c.model_overrides == {"num_layers": 2, "sample_fps": 3}
     assert (c.device, c.frame_cache) == ("cpu", None)
     args = _build_parser("train").parse_args(["train", "--dataset", "d1", "--output", "o", "--device", "cuda:1",
-                                              "--frame-cache", "runs/fc"])
-    assert (build_config(args).device, build_config(args).frame_cache) == ("cuda:1", "runs/fc")
+                                              "--frame-cache", "runs/fc", "--segment-weight", "3",
+                                              "--segment-loss", "uniform"])
+    c = build_config(args)
+    assert (c.device, c.frame_cache, c.segment_weight, c.segment_loss) == ("cuda:1", "runs/fc", 3.0, "uniform")
+    assert c.segment_loss == "uniform" and TrainConfig().segment_loss == "sampled"
     with pytest.raises(ValueError, match="invalid training hyper-parameters"):
         TrainConfig(steps=0)
 
@@ -204,6 +207,34 @@ def test_segment_weighting_draws_segment_clips_more_often():
     frac = np.mean([(10 / 39 - 1e-6 <= t.max() <= 20 / 39 + 1e-6) for t in targets.numpy()])
     expected = p[touched].sum()               # 55 / 124 = 0.44 (uniform would be 11 / 80 = 0.14)
     assert frac == pytest.approx(expected, abs=0.05) and frac > 2 * 11 / 80
+
+
+def test_segment_loss_uniform_gives_importance_weights():
+    """segment_loss "uniform": a boosted clip's value loss weighs 1 / segment_weight, so the value
+    is fit as under uniform sampling; "sampled" and uniform sampling weigh every clip 1."""
+    from wvm_ros.core.train import ClipSampler
+
+    store = synthetic_store(n_eps=2, T=40, stride=2)
+    mask = np.zeros(80, bool)
+    mask[10:15] = True
+    store.segment_mask = mask
+    sampler = ClipSampler(store, 4, cfg(Path("/nonexistent"), segment_weight=5.0, segment_loss="uniform",
+                                         rewind_ratio=0.0, plateau_ratio=0.0), seed=0)   # clips as recorded
+    batch = sampler.sample(4000, with_weights=True)
+    targets, w = batch[2].numpy(), batch[5].numpy()
+    assert np.allclose(np.unique(w), [0.2, 1.0])
+    boosted = w < 1
+    # clips ending at frames 10..20 of either episode (the boosted ones are episode 0's): drawn
+    # (5 * 11 + 11) / 124 = 0.53 of the time, weighted back to their uniform share 22 / 80 = 0.275
+    in_reach = np.array([10 / 39 - 1e-6 <= t[-1] <= 20 / 39 + 1e-6 for t in targets])   # newest = the end
+    assert in_reach[boosted].all() and in_reach.mean() == pytest.approx(66 / 124, abs=0.03)
+    assert (w * in_reach).sum() / w.sum() == pytest.approx(22 / 80, abs=0.03)
+    for kw in ({"segment_weight": 5.0, "segment_loss": "sampled"}, {"segment_weight": 1.0, "segment_loss": "uniform"}):
+        s = ClipSampler(store, 4, cfg(Path("/nonexistent"), **kw), seed=0)
+        assert np.all(s.sample(64, with_weights=True)[5].numpy() == 1.0)
+    assert len(sampler.sample(8)) == 5          # without with_weights: the batch as before
+    with pytest.raises(ValueError, match="segment_loss"):
+        cfg(Path("/nonexistent"), segment_loss="importance")
 
 
 def test_ema_weights_are_saved_and_resume_matches(tmp_path, monkeypatch):

@@ -43,6 +43,9 @@ _FLAGS = [
      "(default: none, frames held in memory; use it for datasets larger than the memory)"),
     ("--segment-weight", "segment_weight", float,
      "draw clips touching labelled hesitation/retry segments this many times as often (default 1 = uniform)"),
+    ("--segment-loss", "segment_loss", str,
+     "sampled (default: boosted clips count as drawn) | uniform (their value loss weighted by 1 / "
+     "--segment-weight, so values are fit as under uniform sampling)"),
     ("--ema", "ema_decay", float, "EMA decay of the saved weights, e.g. 0.998 (default 0 = off)"),
     ("--val-dataset", "val_dataset", str,
      "validation split (local LeRobot dataset with ground truth): metrics every --val-every steps, best kept in OUTPUT/best"),

@@ -23,6 +23,8 @@ Transforms (WVM_NOTES.md, "Training"):
 Beyond the paper (all off by default, the shipped checkpoint's card says what it used):
 * segment weighting (`segment_weight`): clips whose current frames touch a labelled
   hesitation / retry segment are drawn w times as often (they are a few % of the frames);
+  with `segment_loss="uniform"` their value loss is weighted by 1 / w (importance weights, so
+  the value is fit as under uniform sampling; the extra draws only add examples);
 * an EMA of the weights (`ema_decay`), saved as the checkpoint's weights;
 * a validation split (`val_dataset`): benchmark metrics through the streaming estimator every
   `val_every` steps, and the best checkpoint by VAL_SCORE kept in <output>/best.
@@ -98,6 +100,11 @@ class TrainConfig:
     # clips whose current frames touch a labelled non-progress segment (hesitation, retry, ...)
     # are drawn this many times as often as others (1 = uniform over frames, the paper's sampling)
     segment_weight: float = 1.0
+    # how the value loss counts those clips: "sampled" (as drawn: w times as much, which also
+    # shifts the learned value towards non-progress where frames are ambiguous) or "uniform"
+    # (each clip's value loss weighted by 1 / w, so the value is fit as under uniform sampling and
+    # the extra draws only add examples; the video loss is not weighted)
+    segment_loss: str = "sampled"
     # exponential moving average of the weights (0 = off); the saved model.safetensors then holds
     # the averaged weights, training_state.pt the raw ones. Warm-up: decay_t = min(d, (1+t)/(10+t))
     ema_decay: float = 0.0
@@ -122,6 +129,7 @@ class TrainConfig:
                   ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1), ("warmup_steps", self.warmup_steps >= 0),
                   ("grad_clip", self.grad_clip > 0), ("lambda_video", self.lambda_video >= 0),
                   ("segment_weight", self.segment_weight > 0), ("ema_decay", 0 <= self.ema_decay < 1),
+                  ("segment_loss (sampled | uniform)", self.segment_loss in ("sampled", "uniform")),
                   ("val_every", self.val_every >= 0),
                   ("prefix_random_p", 0 <= self.prefix_random_p <= 1),
                   ("rewind_ratio + plateau_ratio", 0 <= self.rewind_ratio and 0 <= self.plateau_ratio
@@ -479,7 +487,10 @@ class ClipSampler:
         self.rng.setstate(st["rng"])
         self.np_rng.bit_generator.state = st["np_rng"]
 
-    def sample(self, batch_size: int):
+    def sample(self, batch_size: int, with_weights: bool = False):
+        """A batch (frames, prefix, targets, text_ids, elapsed); with_weights: also the clips'
+        value-loss weights [B] (1 / the clip's sampling weight under segment_loss "uniform",
+        scaled so unboosted clips weigh 1; all ones otherwise)."""
         s = self.store
         eps = self.np_rng.choice(s.num_episodes, size=batch_size, p=self.weights)
         rows = np.empty((batch_size, 1 + 2 * self.h), dtype=np.int64)
@@ -511,8 +522,14 @@ class ClipSampler:
             frames = torch.from_numpy(np.ascontiguousarray(s.frames[flat]))
         frames = frames.view(batch_size, 1 + 2 * self.h, *frames.shape[1:]).permute(0, 1, 4, 2, 3)
         frames = frames.float() / 127.5 - 1.0
-        return (frames, torch.from_numpy(prefix), torch.from_numpy(targets), torch.from_numpy(text_ids),
-                torch.from_numpy(elapsed))
+        out = (frames, torch.from_numpy(prefix), torch.from_numpy(targets), torch.from_numpy(text_ids),
+               torch.from_numpy(elapsed))
+        if not with_weights:
+            return out
+        weight = np.ones(batch_size, dtype=np.float32)
+        if self.row_p is not None and self.cfg.segment_loss == "uniform":
+            weight = (self.row_p.min() / self.row_p[ends]).astype(np.float32)
+        return out + (torch.from_numpy(weight),)
 
 
 # ---------------------------------------------------------------------------------------
@@ -709,12 +726,13 @@ def train(cfg: TrainConfig, store: EpisodeStore | None = None, log=print) -> dic
     n_acc = 0
     ckpt_id = None
     while step < cfg.steps:
-        frames, prefix, targets, tids, elapsed = sampler.sample(cfg.batch_size)
+        batch = sampler.sample(cfg.batch_size, with_weights=True)
         if device.type != "cpu":
-            frames, prefix, targets, tids, elapsed = (x.to(device, non_blocking=True)
-                                                      for x in (frames, prefix, targets, tids, elapsed))
+            batch = tuple(x.to(device, non_blocking=True) for x in batch)
+        frames, prefix, targets, tids, elapsed, vweight = batch
         losses = model.training_loss(frames, prefix, targets, texts[tids], lambda_video=cfg.lambda_video,
-                                     elapsed_s=elapsed if mcfg.elapsed_input else None)
+                                     elapsed_s=elapsed if mcfg.elapsed_input else None,
+                                     value_weight=vweight if cfg.segment_loss == "uniform" else None)
         vals = {k: float(v.detach()) for k, v in losses.items()}
         if not all(math.isfinite(v) for v in vals.values()):
             bar.close()

@@ -347,11 +347,14 @@ class WorldValueModel(nn.Module):
     def training_loss(self, frames: torch.Tensor, prefix_value: torch.Tensor, values: torch.Tensor,
                       text: torch.Tensor, lambda_video: float = 1.0, text_mask: torch.Tensor | None = None,
                       value_loss_mask: torch.Tensor | None = None,
-                      elapsed_s: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                      elapsed_s: torch.Tensor | None = None,
+                      value_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """frames [B, 1 + 2h, 3, H, W] float in [-1, 1] (prefix, h current, h future);
         prefix_value [B]; values [B, h] targets of the current frames (in [0, 1]);
         text [B, L, text_dim]; elapsed_s [B] seconds since the attempt began at the newest current
-        frame (models with config.elapsed_input). Returns {"loss", "loss_value", "loss_video"}."""
+        frame (models with config.elapsed_input); value_weight [B] >= 0: per-clip weights of the
+        value loss (a weighted mean over clips; e.g. importance weights). Returns {"loss",
+        "loss_value", "loss_video"}."""
         c = self.config
         b, t = frames.shape[:2]
         need = c.clip_frames if lambda_video > 0 else c.window_frames
@@ -383,11 +386,18 @@ class WorldValueModel(nn.Module):
         video_vel, value_vel = self.joint_forward(latents.permute(0, 2, 1, 3, 4), frame_sigma, n_clean, tokens,
                                                   tok_sigma, text, text_mask, elapsed_s)
         err = (value_vel[:, 1:] - (eps - y)) ** 2
-        if value_loss_mask is not None:
-            w = value_loss_mask.float()
+        w = value_loss_mask.float() if value_loss_mask is not None else torch.ones_like(err)
+        if value_weight is not None:
+            vw = value_weight.reshape(-1).to(err)
+            if vw.shape[0] != b or not bool(torch.isfinite(vw).all()) or bool((vw < 0).any()):
+                raise ValueError(f"value_weight must be {b} finite weights >= 0, got {tuple(value_weight.shape)}")
+            w = w * vw.view(b, 1)
+        if value_loss_mask is None and value_weight is None:
+            loss_value = err.mean()
+        elif value_weight is None:
             loss_value = (err * w).sum() / w.sum().clamp(min=1.0)
         else:
-            loss_value = err.mean()
+            loss_value = (err * w).sum() / w.sum().clamp(min=1e-12)
         if need > n_clean:
             per = F.mse_loss(video_vel[:, :, n_clean:], target_video, reduction="none").mean(dim=(1, 2, 3, 4))
             weight = self.video_sched.training_weight(sig_v * c.num_train_timesteps)
