@@ -4,8 +4,8 @@
     wvm eval --checkpoint CK --output DIR --dataset ROOT \\
              --baseline-checkpoint models/single-frame-pusht --no-video-checkpoint models/wvm-tiny-pusht-novideo
     # train the single-frame baseline on the WVM's training data first, then evaluate:
-    wvm eval --train-baseline --train-dataset data/pusht-train --baseline-checkpoint models/single-frame-pusht \\
-             --checkpoint models/wvm-tiny-pusht --output out/eval
+    wvm eval --train-baseline --train-dataset runs/data/pusht-train --train-dataset runs/data/pusht-train2 \\
+             --baseline-checkpoint runs/single-frame-pusht --checkpoint models/wvm-tiny-pusht --output out/eval
 
 With no --dataset it evaluates the shipped held-out simulated split (data/pusht-heldout).
 The blind clock is always reported beside the model. See docs/evaluation.md.
