@@ -108,3 +108,32 @@ def test_bad_input_is_named(tmp_path):
     w.finalize()
     with pytest.raises(FileExistsError):
         ValuedDatasetWriter(tmp_path / "c", image_shapes={"cam": (8, 8, 3)}, state=2, action=2)
+
+
+def test_rejected_frame_is_named_and_leaves_the_open_episode_intact(tmp_path):
+    """A frame with a NaN/inf, a non-numeric value or a bad extra scalar is refused with a
+    ValueError naming the field, what was wrong and what was expected; the episode's
+    other frames stay and the episode can still be saved."""
+    root = tmp_path / "ds"
+    w = ValuedDatasetWriter(root, image_shapes={"cam": (8, 8, 3)}, state=3, action=2, value_horizon=2,
+                            use_videos=False, extra_scalars={"segment": "int64"})
+    img = {"cam": np.zeros((8, 8, 3), np.uint8)}
+    w.add_frame(img, [0, 1, 2], [0, 0], progress=0.1, segment=0)
+    with pytest.raises(ValueError, match=r"^state: expected 3 finite numbers, got 2 NaN/inf \(at index \[1, 2\]\)"):
+        w.add_frame(img, [0, np.nan, np.inf], [0, 0], segment=0)
+    with pytest.raises(ValueError, match=r"^action: expected 2 finite numbers, got 3: "):
+        w.add_frame(img, [0, 1, 2], [0, 0, 0], segment=0)
+    with pytest.raises(ValueError, match=r"^state: expected 3 finite numbers, got \['a', 'b', 'c'\]"):
+        w.add_frame(img, ["a", "b", "c"], [0, 0], segment=0)
+    with pytest.raises(ValueError, match=r"^value_chunk: expected 2 finite numbers, got 1 NaN/inf \(at index \[0\]\)"):
+        w.add_frame(img, [0, 1, 2], [0, 0], value_chunk=[np.nan, 0.1], segment=0)
+    with pytest.raises(ValueError, match=r"^progress: expected 1 finite numbers, got 1 NaN/inf"):
+        w.add_frame(img, [0, 1, 2], [0, 0], progress=np.nan, segment=0)
+    with pytest.raises(ValueError, match=r"^extra scalar 'segment': expected one int64 value, got 'x'"):
+        w.add_frame(img, [0, 1, 2], [0, 0], segment="x")
+    assert w.pending_frames == 1
+    w.add_frame(img, [3, 4, 5], [1, 1], progress=0.2, segment=1, done=True)
+    assert w.end_episode() == 0
+    w.finalize()
+    ds = _load(root)
+    assert len(ds) == 2 and ds[1]["observation.state"].tolist() == [3.0, 4.0, 5.0]

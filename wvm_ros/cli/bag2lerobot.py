@@ -66,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {rep.output}: {len(rep.episodes)} episodes, {rep.frames} frames at {rep.fps} fps, values {rep.values}")
     for e in rep.episodes:
         dropped = sum(e["dropped_frames"].values())
+        ignored = sum(e.get("ignored_messages", {}).values())
         print(f"  episode {e['episode_index']}: {e['bag']} outcome={e['outcome'] or '?'} frames={e['frames']}"
-              + (f" (dropped {dropped}: {json.dumps(e['dropped_frames'])})" if dropped else ""))
+              + (f" (dropped {dropped}: {json.dumps(e['dropped_frames'])})" if dropped else "")
+              + (f" (ignored {ignored} messages: {json.dumps(e['ignored_messages'])})" if ignored else ""))
     for s in rep.skipped:
         print(f"  skipped {s}")
     return 0

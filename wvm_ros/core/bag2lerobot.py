@@ -22,7 +22,13 @@ Alignment (`FrameAligner`), per attempt:
 * `success_probability` is the success classifier's P(done) carried by that same Progress
   (`Progress.success`; NaN when the value node had none, or the bag predates the field);
 * `next.done` is set on the last frame, `next.success` on the last frame of a successful
-  attempt.
+  attempt;
+* bad data costs a frame, never the attempt: a reference image that cannot be decoded (e.g.
+  an empty 0x0 image) and a frame whose state or action has a NaN/inf are dropped and
+  counted per reason (`dropped_frames`); other undecodable messages and estimates with a
+  NaN/inf progress or chunk are ignored and counted (`ignored_messages`); an error that
+  still stops a conversion names the bag, the topic and the log time;
+* lookups do not assume that stamps arrive in order (a second publisher, a late estimate).
 Times are the recording (log) times in nanoseconds, except the progress match which uses
 header stamps. Nothing depends on wall time or on dict order, so converting twice gives
 the same dataset.
@@ -33,6 +39,7 @@ node would have published for them).
 """
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
@@ -161,49 +168,101 @@ class Frame:
 
 @dataclass
 class AlignStats:
+    """Per attempt: reference frames seen (= frames + dropped ones), frames made, dropped
+    frames per reason, and messages ignored per reason (undecodable ones other than the
+    reference camera's, estimates with non-finite values); nothing is dropped silently."""
     reference_frames: int = 0
     frames: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+    ignored: dict[str, int] = field(default_factory=dict)
 
     def drop(self, why: str) -> None:
         self.dropped[why] = self.dropped.get(why, 0) + 1
 
+    def ignore(self, why: str) -> None:
+        self.ignored[why] = self.ignored.get(why, 0) + 1
+
+
+def _add_counts(total: dict[str, int], more: Mapping[str, int]) -> None:
+    for k, n in more.items():
+        total[k] = total.get(k, 0) + int(n)
+
+
+def _why(exc: BaseException, limit: int = 200) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _log_time(t_ns: int) -> str:
+    return f"log time {int(t_ns)} ns ({int(t_ns) / 1e9:.3f} s)"
+
+
+def _finite(a) -> bool:
+    return bool(np.all(np.isfinite(np.asarray(a, dtype=np.float64))))
+
 
 class _Latest:
-    """Time-ordered (t_ns, value) with 'newest at or before t within max age' lookups."""
+    """(t_ns, value) pairs kept sorted by t, whatever order they arrive in (a second publisher,
+    a late or re-sent message may carry an older stamp), with 'newest at or before t within max
+    age' lookups. Holds the `keep` newest by t."""
 
     def __init__(self, keep: int = 512):
-        self.items: deque = deque(maxlen=keep)
+        self.keep = int(keep)
+        self.ts: list[int] = []
+        self.vs: list = []
+
+    def __len__(self) -> int:
+        return len(self.ts)
 
     def add(self, t: int, v) -> None:
-        self.items.append((t, v))
+        t = int(t)
+        if not self.ts or t >= self.ts[-1]:          # the usual case: in order
+            self.ts.append(t)
+            self.vs.append(v)
+        else:                                        # after the ones with the same t
+            i = bisect.bisect_right(self.ts, t)
+            self.ts.insert(i, t)
+            self.vs.insert(i, v)
+        if len(self.ts) > self.keep:
+            del self.ts[0], self.vs[0]
+
+    def newest_at_or_before(self, t: int):
+        """(t_i, value) of the newest item at or before t (the last added of equal t), or None."""
+        i = bisect.bisect_right(self.ts, t) - 1
+        return (self.ts[i], self.vs[i]) if i >= 0 else None
 
     def at_or_before(self, t: int, max_age_ns: int):
-        for tt, v in reversed(self.items):
-            if tt <= t:
-                return v if t - tt <= max_age_ns else None
-        return None
+        hit = self.newest_at_or_before(t)
+        return hit[1] if hit is not None and t - hit[0] <= max_age_ns else None
 
     def nearest(self, t: int, max_age_ns: int):
+        """The item nearest to t within max age; on a tie the earlier one (the first added of equal t)."""
+        j = bisect.bisect_left(self.ts, t)
         best, bd = None, None
-        for tt, v in self.items:
-            d = abs(tt - t)
-            if d <= max_age_ns and (bd is None or d < bd):
-                best, bd = v, d
-        return best
+        if j > 0:
+            i = bisect.bisect_left(self.ts, self.ts[j - 1])
+            best, bd = self.vs[i], t - self.ts[i]
+        if j < len(self.ts) and (bd is None or self.ts[j] - t < bd):
+            best, bd = self.vs[j], self.ts[j] - t
+        return best if bd is not None and bd <= max_age_ns else None
 
     def first_after(self, t: int, max_age_ns: int):
-        for tt, v in self.items:
-            if tt > t:
-                return v if tt - t <= max_age_ns else None
-        return None
+        i = bisect.bisect_right(self.ts, t)
+        return self.vs[i] if i < len(self.ts) and self.ts[i] - t <= max_age_ns else None
 
 
 class FrameAligner:
     """Streaming alignment of one attempt's messages onto the reference camera's frames.
 
-    push() messages in log-time order; pop_ready() returns frames whose answers (action,
-    progress) have arrived or can no longer arrive; finish() returns the rest.
+    push() decoded messages (or push_raw() recorded ones) in log-time order; pop_ready()
+    returns frames whose answers (action, progress) have arrived or can no longer arrive;
+    finish() returns the rest. Lookups do not assume that stamps arrive in order.
+
+    Bad data costs the frame it touches, never the attempt: a reference image that cannot be
+    decoded, and a frame whose state or action has a NaN/inf, are dropped and counted in
+    `stats.dropped`; other undecodable messages and estimates with a NaN/inf progress or
+    chunk are ignored and counted in `stats.ignored` (the frame takes the newest usable
+    estimate, as it does when the value node skipped its image).
     """
 
     def __init__(self, cfg: AlignConfig, use_recorded_progress: bool = True):
@@ -216,7 +275,7 @@ class FrameAligner:
         self.state = (_Latest(), _Latest())
         self.action = _Latest()
         self.gt = _Latest()          # no header: nearest by recording time, either side
-        self.progress: deque = deque(maxlen=1024)    # (stamp_ns, progress, chunk, success), valid ones, stamp order
+        self.progress = _Latest(1024)   # stamp_ns -> (progress, chunk, success): valid, finite ones
         self.newest_progress_stamp = -1
         self.pending: deque = deque()                 # (t_ns, stamp_ns, rgb)
         self.stats = AlignStats()
@@ -243,6 +302,24 @@ class FrameAligner:
             self.add_progress(value["stamp_ns"], value["progress"], value["chunk"], value["valid"],
                               value.get("success", math.nan))
 
+    def push_raw(self, topic: str, typename: str, raw: bytes, t_ns: int, msgdef: str | None = None):
+        """Decode one recorded message (CDR bytes) and push it. One that cannot be decoded is
+        counted, not fatal: on the reference camera as a dropped frame, on other topics as an
+        ignored message. Returns the decoded value, or None when it could not be decoded."""
+        try:
+            value = decode(typename, raw, msgdef)
+        except Exception as exc:  # noqa: BLE001 - a bad message costs itself (counted), not the attempt
+            why = f"undecodable {topic}: {_why(exc)}"
+            if topic == self.cfg.reference_topic:
+                self.stats.reference_frames += 1
+                self.stats.drop(why)
+            else:
+                self.stats.ignore(why)
+            self.last_t = max(self.last_t, t_ns)
+            return None
+        self.push(topic, t_ns, value)
+        return value
+
     @staticmethod
     def _add_stamped(bufs, t_ns: int, value) -> None:
         if isinstance(value, tuple):
@@ -254,17 +331,22 @@ class FrameAligner:
         bufs[1].add(t_ns, value)
 
     def _lookup(self, bufs, t: int, stamp: int):
-        v = bufs[0].at_or_before(stamp, self.max_age) if (stamp > 0 and bufs[0].items) else None
-        if v is None and bufs[1].items:
+        v = bufs[0].at_or_before(stamp, self.max_age) if (stamp > 0 and len(bufs[0])) else None
+        if v is None and len(bufs[1]):
             v = bufs[1].at_or_before(t, self.max_age)
         return v
 
     def add_progress(self, stamp_ns: int, progress: float, chunk, valid: bool = True,
                      success: float = math.nan) -> None:
-        if valid and math.isfinite(progress):
-            ps = float(success)
-            ps = ps if 0.0 <= ps <= 1.0 else math.nan      # NaN, inf, out of range: unknown
-            self.progress.append((int(stamp_ns), float(progress), np.asarray(chunk, np.float32), ps))
+        if valid:
+            ch = np.asarray(chunk, np.float32).reshape(-1)
+            if not (math.isfinite(progress) and _finite(ch)):
+                # not an estimate: frames take the newest usable one (as for an image it skipped)
+                self.stats.ignore(f"non-finite {self.cfg.progress_topic} (progress or chunk)")
+            else:
+                ps = float(success)
+                ps = ps if 0.0 <= ps <= 1.0 else math.nan      # NaN, inf, out of range: unknown
+                self.progress.add(int(stamp_ns), (float(progress), ch, ps))
         self.newest_progress_stamp = max(self.newest_progress_stamp, int(stamp_ns))
 
     def _ready(self, i: int, now: int) -> bool:
@@ -295,10 +377,11 @@ class FrameAligner:
     def _progress_for(self, stamp: int):
         """(progress, chunk, fresh, success): the newest valid estimate at or before the stamp;
         not fresh when older than progress_max_age (the value stays, value_valid is False)."""
-        for s, p, ch, ps in reversed(self.progress):
-            if s <= stamp:
-                return p, ch, stamp - s <= self.progress_max_age, ps
-        return None
+        hit = self.progress.newest_at_or_before(stamp)
+        if hit is None:
+            return None
+        s, (p, ch, ps) = hit
+        return p, ch, stamp - s <= self.progress_max_age, ps
 
     def _make(self, t: int, stamp: int, rgb) -> Frame | None:
         images = {self.cfg.image_keys[self.cfg.reference_topic]: rgb}
@@ -312,11 +395,17 @@ class FrameAligner:
         if state is None:
             self.stats.drop(f"no {self.cfg.state_topic} within {self.cfg.max_age_s} s")
             return None
+        if not _finite(state):
+            self.stats.drop(f"non-finite {self.cfg.state_topic} (NaN/inf)")
+            return None
         action = self.action.first_after(t, self.max_age)
         if action is None:
             action = self.action.at_or_before(t, self.max_age)
         if action is None:
             self.stats.drop(f"no {self.cfg.action_topic} within {self.cfg.max_age_s} s")
+            return None
+        if not _finite(action):
+            self.stats.drop(f"non-finite {self.cfg.action_topic} (NaN/inf)")
             return None
         pv = self._progress_for(stamp) if self.use_recorded_progress else None
         gt = self.gt.nearest(t, self.max_age) if self.has_ground_truth else None
@@ -408,6 +497,15 @@ def write_episode(writer, spec: EpisodeSpec, frames: Sequence[Frame], task: str,
     return writer.end_episode(keep=True, metadata=dict(metadata))
 
 
+def _drop_note(dropped: Mapping[str, int], ignored: Mapping[str, int]) -> str:
+    parts = []
+    if dropped:
+        parts.append(f"dropped {sum(dropped.values())} frames: {json.dumps(dict(dropped))}")
+    if ignored:
+        parts.append(f"ignored {sum(ignored.values())} messages: {json.dumps(dict(ignored))}")
+    return ("; " + "; ".join(parts)) if parts else ""
+
+
 # ----------------------------------------------------------------------------- live recording
 
 class LiveDatasetRecorder:
@@ -451,6 +549,9 @@ class LiveDatasetRecorder:
         self.episode: dict = {}
         self.episodes_written = 0
         self.episodes_dropped = 0
+        # per reason, over the attempts ended so far (counts() adds the open one): for diagnostics
+        self.dropped_frames: dict[str, int] = {}
+        self.ignored_messages: dict[str, int] = {}
         # writer-thread state
         self._q: queue.Queue = queue.Queue()
         self._last: Frame | None = None
@@ -481,14 +582,10 @@ class LiveDatasetRecorder:
         if topic not in (c.state_topic, c.action_topic, c.progress_topic, c.ground_truth_topic) \
                 and topic not in c.image_keys:
             return
-        try:
-            value = decode(typename, raw)
-        except Exception as exc:  # a message we cannot use is counted, not fatal
-            self.aligner.stats.drop(f"undecodable {topic}: {exc}")
-            return
-        if topic == c.progress_topic and value.get("task"):
+        # a message that cannot be decoded is counted there, not fatal (as in convert_bags)
+        value = self.aligner.push_raw(topic, typename, raw, t_ns)
+        if topic == c.progress_topic and isinstance(value, dict) and value.get("task"):
             self.task = value["task"]
-        self.aligner.push(topic, t_ns, value)
         for f in self.aligner.pop_ready(t_ns):
             self._put(("frame", f, self.task))
 
@@ -498,7 +595,18 @@ class LiveDatasetRecorder:
         for f in self.aligner.finish():
             self._put(("frame", f, self.task))
         stats, self.aligner = self.aligner.stats, None
-        self._put(("end", dict(custom), dict(stats.dropped)))
+        _add_counts(self.dropped_frames, stats.dropped)
+        _add_counts(self.ignored_messages, stats.ignored)
+        self._put(("end", dict(custom), dict(sorted(stats.dropped.items())), dict(sorted(stats.ignored.items()))))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Dropped frames and ignored messages per reason, over this session's attempts
+        (the open one included): what the logger shows in its diagnostics."""
+        dropped, ignored = dict(self.dropped_frames), dict(self.ignored_messages)
+        if self.aligner is not None:
+            _add_counts(dropped, self.aligner.stats.dropped)
+            _add_counts(ignored, self.aligner.stats.ignored)
+        return {"dropped_frames": dropped, "ignored_messages": ignored}
 
     def on_abort(self) -> None:
         self.aligner = None
@@ -560,11 +668,12 @@ class LiveDatasetRecorder:
                 self._add(self._last[0], self._last[1], last=False, success=False)
             self._last = (f, task)
         elif kind == "end":
-            _, custom, dropped = item
+            _, custom, dropped, ignored = item
             outcome = custom.get("outcome", "")
             label = custom.get("bag") or f"{self._episode}"
             if self._skip or self._last is None:
-                self.log(f"live dataset: {label} not written ({self._skip or f'no aligned frames: {dropped}'})")
+                self.log(f"live dataset: {label} not written ({self._skip or f'no aligned frames: {dropped}'})"
+                         + (f"; ignored messages: {ignored}" if ignored else ""))
                 self._drop_open()
                 return
             if outcome != "success" and not self.keep_failed:
@@ -575,11 +684,11 @@ class LiveDatasetRecorder:
             f, task = self._last
             self._add(f, task, last=True, success=outcome == "success")
             n = self._n
-            meta = {**self._episode, **custom, "dropped_frames": dropped}
+            meta = {**self._episode, **custom, "dropped_frames": dropped, "ignored_messages": ignored}
             idx = self.writer.end_episode(keep=True, metadata=meta)
             self._last, self._n = None, 0
             self.episodes_written += 1
-            self.log(f"live dataset: {label} -> episode {idx} ({n} frames)")
+            self.log(f"live dataset: {label} -> episode {idx} ({n} frames)" + _drop_note(dropped, ignored))
         elif kind == "abort":
             self._drop_open()
         elif kind == "close":
@@ -599,10 +708,14 @@ class ConversionReport:
     fps: int
     values: str                     # "recorded" | "offline:<checkpoint id>"
     skipped: list[str] = field(default_factory=list)
+    # per reason, over all bags aligned (per bag: each episode's dropped_frames / ignored_messages)
+    dropped_frames: dict[str, int] = field(default_factory=dict)
+    ignored_messages: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"output": str(self.output), "episodes": self.episodes, "frames": self.frames,
-                "fps": self.fps, "values": self.values, "skipped": self.skipped}
+                "fps": self.fps, "values": self.values, "skipped": self.skipped,
+                "dropped_frames": self.dropped_frames, "ignored_messages": self.ignored_messages}
 
 
 def bag_topics(bag: Path) -> dict[str, str]:
@@ -643,22 +756,31 @@ def measure_bag_fps(bag: Path, topic: str) -> int:
 
 def _first_progress(bag: Path, cfg: AlignConfig) -> dict | None:
     for topic, typename, _t, raw, msgdef in iter_bag(bag, [cfg.progress_topic], definitions=True):
-        v = decode(typename, raw, msgdef)
+        try:
+            v = decode(typename, raw, msgdef)
+        except Exception:  # noqa: BLE001 - counted when the bag is aligned
+            continue
         if isinstance(v, dict) and v.get("valid", True):
             return v
     return None
 
 
-def _iter_frames(bag: Path, cfg: AlignConfig, use_recorded_progress: bool, stats_out: list):
-    """Aligned frames of one bag, in order, as they become ready (the bag is streamed)."""
+def _iter_frames(bag: Path, cfg: AlignConfig, use_recorded_progress: bool, stats_out: list,
+                 where: list | None = None):
+    """Aligned frames of one bag, in order, as they become ready (the bag is streamed).
+    `where[0]` names the message being read (topic, log time), for error messages."""
+    where = where if where is not None else [""]
     types = bag_topics(bag)
     wanted = [t for t in (*cfg.image_topics, cfg.state_topic, cfg.action_topic, cfg.progress_topic,
                           cfg.ground_truth_topic) if t in types]
     al = FrameAligner(cfg, use_recorded_progress)
     stats_out.append(al.stats)
+    where[0] = "reading its messages"
     for topic, typename, t, raw, msgdef in iter_bag(bag, wanted, definitions=True):
-        al.push(topic, t, decode(typename, raw, msgdef))
+        where[0] = f"{topic} message at {_log_time(t)}"
+        al.push_raw(topic, typename, raw, t, msgdef)     # undecodable: counted in al.stats
         yield from al.pop_ready(t)
+    where[0] = "aligning its last frames"
     yield from al.finish()
 
 
@@ -712,55 +834,83 @@ def convert_bags(bag_paths: Sequence[str | os.PathLike], output: str | os.PathLi
     episodes: list[dict] = []
     skipped: list[str] = []
     total = 0
+    dropped_total: dict[str, int] = {}
+    ignored_total: dict[str, int] = {}
+
+    def frame_at(f: Frame) -> str:
+        return f"{cfg.reference_topic} frame at {_log_time(f.t_ns)}"
+
     try:
         for bag in tqdm(bags, desc="bag2lerobot", unit="bag", disable=not progress_bar):
-            custom = bag_custom_data(bag)
-            outcome = custom.get("outcome", "")
-            if outcome != "success" and not keep_failed:
-                skipped.append(f"{bag.name}: outcome {outcome or 'unknown'} (failed attempts dropped)")
-                continue
-            first = _first_progress(bag, cfg)
-            ep_task = task or custom.get("task") or (first or {}).get("task", "") or ""
-            est = None
-            if offline:
-                from wvm_ros.core.streaming import StreamingValueEstimator
+            where = ["reading its metadata"]
+            try:
+                custom = bag_custom_data(bag)
+                outcome = custom.get("outcome", "")
+                if outcome != "success" and not keep_failed:
+                    skipped.append(f"{bag.name}: outcome {outcome or 'unknown'} (failed attempts dropped)")
+                    continue
+                where[0] = f"reading its first {cfg.progress_topic}"
+                first = _first_progress(bag, cfg)
+                ep_task = task or custom.get("task") or (first or {}).get("task", "") or ""
+                est = None
+                if offline:
+                    from wvm_ros.core.streaming import StreamingValueEstimator
 
-                est = StreamingValueEstimator(model, ep_task, estimate_fps=estimate_fps)
-            stats: list[AlignStats] = []
-            prev: Frame | None = None
-            n = 0
-            for f in _iter_frames(bag, cfg, not offline, stats):
-                if est is not None:     # what the value node would have published for this frame
-                    e = est.push(f.images[cfg.image_keys[cfg.reference_topic]], f.stamp_ns / 1e9)
-                    ok = e is not None and e.valid
-                    f.progress = float(e.progress) if ok else 0.0
-                    f.chunk = np.asarray(e.chunk, np.float32) if ok else None
-                    f.value_valid = bool(ok)
-                if writer is None:
-                    if offline:
-                        h = int(model.config.h)
-                    else:
-                        h = len(first["chunk"]) if first is not None and len(first["chunk"]) else 4
-                    spec = spec_from_frames([f], h, cfg.ground_truth_topic in bag_topics(bag))
-                    writer = make_writer(tmp, spec, fps, ep_task, use_videos, repo_id)
-                spec.check([f], f"bag {bag}")
-                if prev is not None:
-                    add_frame(writer, spec, prev, ep_task, last=False, success=False)
-                    n += 1
-                prev = f
-            st = stats[0] if stats else AlignStats()
-            if prev is None:
-                skipped.append(f"{bag.name}: no aligned frames ({st.dropped})")
-                continue
-            add_frame(writer, spec, prev, ep_task, last=True, success=outcome == "success")
-            n += 1
-            meta = {"bag": bag.name, "episode_id": custom.get("episode_id", ""),
-                    "attempt": custom.get("attempt", ""), "outcome": outcome,
-                    "final_progress": custom.get("final_progress", ""),
-                    "model_name": custom.get("model_name", ""), "checkpoint_id": custom.get("checkpoint_id", ""),
-                    "values": values, "reference_frames": st.reference_frames,
-                    "dropped_frames": dict(sorted(st.dropped.items()))}
-            idx = writer.end_episode(keep=True, metadata=meta)
+                    est = StreamingValueEstimator(model, ep_task, estimate_fps=estimate_fps)
+                stats: list[AlignStats] = []
+                prev: Frame | None = None
+                n = 0
+                for f in _iter_frames(bag, cfg, not offline, stats, where):
+                    where[0] = frame_at(f)
+                    if est is not None:     # what the value node would have published for this frame
+                        e = est.push(f.images[cfg.image_keys[cfg.reference_topic]], f.stamp_ns / 1e9)
+                        ok = e is not None and e.valid
+                        if ok and not (math.isfinite(float(e.progress)) and _finite(e.chunk)):
+                            stats[0].ignore("non-finite offline estimate (progress or chunk)")
+                            ok = False
+                        f.progress = float(e.progress) if ok else 0.0
+                        f.chunk = np.asarray(e.chunk, np.float32) if ok else None
+                        f.value_valid = bool(ok)
+                    if writer is None:
+                        if offline:
+                            h = int(model.config.h)
+                        else:
+                            h = len(first["chunk"]) if first is not None and len(first["chunk"]) else 4
+                        spec = spec_from_frames([f], h, cfg.ground_truth_topic in bag_topics(bag))
+                        writer = make_writer(tmp, spec, fps, ep_task, use_videos, repo_id)
+                    spec.check([f], f"bag {bag}, {where[0]}")
+                    if prev is not None:
+                        where[0] = frame_at(prev)
+                        add_frame(writer, spec, prev, ep_task, last=False, success=False)
+                        n += 1
+                    prev = f
+                st = stats[0] if stats else AlignStats()
+                _add_counts(dropped_total, st.dropped)
+                _add_counts(ignored_total, st.ignored)
+                if st.ignored:
+                    log.warning("%s: ignored %d messages: %s", bag.name, sum(st.ignored.values()),
+                                json.dumps(dict(sorted(st.ignored.items()))))
+                if prev is None:
+                    skipped.append(f"{bag.name}: no aligned frames ({st.dropped})"
+                                   + (f"; ignored messages {st.ignored}" if st.ignored else ""))
+                    continue
+                where[0] = frame_at(prev)
+                add_frame(writer, spec, prev, ep_task, last=True, success=outcome == "success")
+                n += 1
+                meta = {"bag": bag.name, "episode_id": custom.get("episode_id", ""),
+                        "attempt": custom.get("attempt", ""), "outcome": outcome,
+                        "final_progress": custom.get("final_progress", ""),
+                        "model_name": custom.get("model_name", ""),
+                        "checkpoint_id": custom.get("checkpoint_id", ""),
+                        "values": values, "reference_frames": st.reference_frames,
+                        "dropped_frames": dict(sorted(st.dropped.items())),
+                        "ignored_messages": dict(sorted(st.ignored.items()))}
+                where[0] = "ending its episode"
+                idx = writer.end_episode(keep=True, metadata=meta)
+            except ConversionError:
+                raise
+            except Exception as exc:  # name the bag and the message or frame: the bags are the record
+                raise ConversionError(f"bag {bag}: {where[0]}: {_why(exc, 1000)}") from exc
             episodes.append({"episode_index": idx, "frames": n, **meta})
             total += n
         if writer is None:
@@ -769,7 +919,9 @@ def convert_bags(bag_paths: Sequence[str | os.PathLike], output: str | os.PathLi
         (tmp / "meta" / "wvm_conversion.json").write_text(json.dumps(
             {"reference_topic": cfg.reference_topic, "image_keys": cfg.image_keys,
              "max_age_s": cfg.max_age_s, "progress_max_age_s": cfg.progress_max_age_s,
-             "values": values, "fps": fps, "bags": [b.name for b in bags], "skipped": skipped},
+             "values": values, "fps": fps, "bags": [b.name for b in bags], "skipped": skipped,
+             "dropped_frames": dict(sorted(dropped_total.items())),
+             "ignored_messages": dict(sorted(ignored_total.items()))},
             indent=2, sort_keys=True) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -777,4 +929,5 @@ def convert_bags(bag_paths: Sequence[str | os.PathLike], output: str | os.PathLi
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ConversionReport(out, episodes, total, fps, values, skipped)
+    return ConversionReport(out, episodes, total, fps, values, skipped, dict(sorted(dropped_total.items())),
+                            dict(sorted(ignored_total.items())))

@@ -231,16 +231,30 @@ class ValuedDatasetWriter:
             raise ValueError(f"extra scalars: missing {sorted(missing)}, unknown {sorted(unknown)} "
                              f"(declared: {sorted(self.extra_scalars)})")
         for k, v in extras.items():
-            frame[k] = np.array([v], dtype=_NP[self.extra_scalars[k]]).reshape(1)
+            dt = self.extra_scalars[k]
+            try:
+                frame[k] = np.array([v], dtype=_NP[dt]).reshape(1)
+            except (TypeError, ValueError):
+                raise ValueError(f"extra scalar {k!r}: expected one {dt} value, got {v!r}") from None
         frame["task"] = self.default_task if task is None else str(task)
         self.dataset.add_frame(frame)
         self._frames += 1
 
     @staticmethod
     def _vec(name: str, value, dim: int) -> np.ndarray:
-        a = np.asarray(value, dtype=np.float32).reshape(-1)
-        if a.shape != (dim,) or not np.all(np.isfinite(a)):
-            raise ValueError(f"{name}: expected {dim} finite numbers, got {value!r}")
+        """`value` as float32 (dim,); a ValueError naming `name` says what is wrong with it (a
+        rejected frame is not added: the open episode stays as it was)."""
+        try:
+            a = np.asarray(value, dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: expected {dim} finite numbers, got {value!r}") from None
+        if a.shape != (dim,):
+            raise ValueError(f"{name}: expected {dim} finite numbers, got {a.size}: {value!r}")
+        bad = np.flatnonzero(~np.isfinite(a))
+        if bad.size:
+            where = bad[:8].tolist()
+            raise ValueError(f"{name}: expected {dim} finite numbers, got {bad.size} NaN/inf (at index "
+                             f"{where}{' ...' if bad.size > len(where) else ''}): {value!r}")
         return a
 
     def end_episode(
