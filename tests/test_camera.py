@@ -238,3 +238,45 @@ def test_network_stream_drops_and_comes_back(tmp_path):
         cam.close()
         srv.shutdown()
         srv.server_close()
+
+
+SECONDS = "must be a finite number of seconds > 0"
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("fps", float("nan"), "camera fps must be a finite number >= 0"),
+    ("fps", float("inf"), "camera fps must be a finite number >= 0"),
+    ("exposure", float("nan"), "camera exposure must be a finite number"),
+    ("reconnect_initial_backoff_s", float("nan"), "camera reconnect_initial_backoff_s " + SECONDS),
+    ("reconnect_initial_backoff_s", 0.0, "camera reconnect_initial_backoff_s " + SECONDS),
+    ("reconnect_max_backoff_s", float("nan"), "camera reconnect_max_backoff_s " + SECONDS),
+    ("reconnect_max_backoff_s", float("inf"), "camera reconnect_max_backoff_s " + SECONDS),
+    ("open_timeout_s", float("nan"), "camera open_timeout_s " + SECONDS),
+    ("read_timeout_s", -1.0, "camera read_timeout_s " + SECONDS),
+    ("width", float("nan"), "camera width must be a whole number >= 0"),
+    ("height", 24.5, "camera height must be a whole number >= 0"),
+])
+def test_config_rejects_non_finite_and_out_of_range_numbers(field, value, needle):
+    with pytest.raises(CameraError, match=needle) as ei:
+        CameraConfig(device="/nonexistent.mp4", **{field: value}).validate()
+    assert "got" in str(ei.value)
+    with pytest.raises(CameraError, match=field):
+        CameraStream(CameraConfig(device="/nonexistent.mp4", **{field: value}))
+
+
+def test_backoff_rejects_non_finite_delays():
+    for args in ((float("nan"), 1.0), (0.5, float("nan")), (0.0, 1.0), (2.0, 1.0)):
+        with pytest.raises(CameraError, match="backoff"):
+            Backoff(*args)
+
+
+def test_missing_source_read_does_not_busy_loop():
+    """read() on a missing source waits for the backoff: a handful of open attempts in 0.3 s."""
+    cam = CameraStream(CameraConfig(device="/nonexistent/clip.mp4", reconnect_initial_backoff_s=0.1,
+                                    reconnect_max_backoff_s=0.1))
+    calls, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < 0.3:
+        assert cam.read() is None
+        calls += 1
+    cam.close()
+    assert calls < 20 and cam.stats.state == "closed"

@@ -66,3 +66,42 @@ def test_rate_limited_log():
     c.t += 5.0
     assert log.should_log("a")
     assert log.suppressed["a"] == 1
+
+
+def test_no_input_reports_time_since_the_last_input_not_since_start():
+    """Once the last input has left the rate window, "no input for X s" still measures X from
+    that input (a node that ran for 300 s and lost its input 5.5 s ago says 5.5 s)."""
+    c = Clock()
+    st = NodeStats(rates=("input",), window_s=5.0, expect_input_within_s=5.0, clock=c)
+    t_start = c.t
+    for i in range(3000):                      # 10 Hz input for 300 s
+        c.t = t_start + i * 0.1
+        st.tick("input")
+    last = c.t
+    c.t = last + 5.5
+    r = st.report()
+    assert r.level == WARN and r.message == "no input for 5.5 s", r.message
+    assert r.values["input rate (Hz)"] == "0.00" and r.values["input total"] == "3000"
+    c.t = last + 60.0
+    assert st.report().message == "no input for 60.0 s"
+    st.tick("input")
+    assert st.report().level == OK
+
+
+def test_no_input_ever_reports_time_since_start():
+    c = Clock()
+    st = NodeStats(rates=("input",), expect_input_within_s=2.0, clock=c)
+    c.t += 1.0
+    assert st.report().level == OK
+    c.t += 2.0
+    r = st.report()
+    assert r.level == WARN and r.message == "no input for 3.0 s (none since start)", r.message
+
+
+def test_rate_meter_last_age_outlives_the_window():
+    c = Clock()
+    m = RateMeter(window_s=1.0, clock=c)
+    assert m.last_age() is None
+    m.tick()
+    c.t += 10.0
+    assert m.rate() == 0.0 and m.last_age() == pytest.approx(10.0)

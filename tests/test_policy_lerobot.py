@@ -80,6 +80,33 @@ def test_lerobot_policy_loads_offline_and_acts(act_dir):
         pol.act(np.zeros(5), {"/camera/image_raw": np.zeros((10, 10), np.uint8)})
 
 
+def test_lerobot_policy_refuses_non_finite_state_and_action(act_dir):
+    """A NaN / inf state never reaches the model (PolicyInputError naming the feature and the
+    entries); a model that outputs NaN / inf gives PolicyOutputError, not an action."""
+    import torch
+
+    from wvm_ros.core.policies import PolicyInputError, PolicyOutputError, load_policy
+
+    pol = load_policy("lerobot", checkpoint=str(act_dir), device="cpu")
+    img = np.zeros((64, 64, 3), np.uint8)
+    pol.reset(seed=0)
+    for bad, needle in (([math.nan, 0, 0, 0, 0], r"\[0\]=nan"), ([0, 0, 0, math.inf, 0], r"\[3\]=inf"),
+                        ([0, 0, 0, 0, 1e300], "overflows float32")):
+        with pytest.raises(PolicyInputError, match=needle) as ei:
+            pol.act(np.array(bad), {"/camera/image_raw": img})
+        assert "observation.state" in str(ei.value) and "expected 5 finite" in str(ei.value)
+    pol.strict_state = False                       # the padding path checks too
+    with pytest.raises(PolicyInputError, match="non-finite"):
+        pol.act(np.array([math.nan, 0.0]), {"/camera/image_raw": img})
+    pol.strict_state = True
+
+    pol.reset(seed=0)
+    pol.policy.select_action = lambda batch: torch.tensor([[math.nan, 1.0]])
+    with pytest.raises(PolicyOutputError, match=r"LeRobot policy act .* non-finite action \(\[0\]=nan") as ei:
+        pol.act(np.zeros(5), {"/camera/image_raw": img})
+    assert "not sent to the robot" in str(ei.value)
+
+
 def test_bad_policy_inputs_are_clear(tmp_path):
     from wvm_ros.core.policies import PolicyLoadError, load_policy
 
@@ -113,6 +140,18 @@ def test_scripted_policy_injects_on_chosen_attempts_only():
         moved[attempt] = (float(np.linalg.norm(state[2:4] - b0)), sim.progress)
     assert moved[1][0] < 1.0 and moved[1][1] == 0.0        # stuck: the block never moves
     assert moved[2][0] > 5.0                                # the clean retry pushes it
+
+
+def test_scripted_policy_refuses_a_non_finite_action():
+    from wvm_ros.core.policies import PolicyInputError, PolicyOutputError, load_policy
+
+    pol = load_policy("scripted", seed=0)
+    pol.reset(seed=0)
+    with pytest.raises(PolicyInputError, match="5 finite numbers"):
+        pol.act(np.array([math.nan, 0, 0, 0, 0]))
+    pol._impl.act = lambda s: np.array([math.nan, 1.0])
+    with pytest.raises(PolicyOutputError, match=r"scripted PushT policy returned a non-finite action \(\[0\]=nan"):
+        pol.act(np.array([100.0, 110.0, 200.0, 210.0, 0.5]))
 
 
 @requires_ros

@@ -66,6 +66,39 @@ def test_bad_inputs():
         W.chunk_advantages([0, 0, 0], [0, 1, 0], 2)
     with pytest.raises(W.WeightsError, match="method"):
         W.compute_weights(np.zeros(2), "bc")
+    with pytest.raises(W.WeightsError, match=r"horizon: expected an action-chunk length .*got nan"):
+        W.chunk_advantages(VALUES, EPISODE, float("nan"))
+
+
+@pytest.mark.parametrize("tau", [float("nan"), float("inf"), -1.0, "hot"])
+def test_awr_rejects_a_non_finite_or_non_positive_tau(tau):
+    with pytest.raises(W.WeightsError, match=r"tau: expected a temperature \(a finite number > 0\), got"):
+        W.awr(DELTA, tau=tau)
+    with pytest.raises(W.WeightsError, match="tau"):
+        W.compute_weights(np.asarray(DELTA), "awr", tau=tau)
+
+
+def test_weights_reject_non_finite_clip_keep_and_delta():
+    with pytest.raises(W.WeightsError, match="clip: expected a maximum weight"):
+        W.awr(DELTA, tau=2.0, clip=float("nan"))
+    with pytest.raises(W.WeightsError, match=r"keep: expected a fraction in \(0, 1\], got nan"):
+        W.filtered_percentile(DELTA, float("nan"))
+    bad = [0.1, float("nan"), -float("inf")]
+    for fn in (W.filtered_binary, W.filtered_percentile, W.awr):
+        with pytest.raises(W.WeightsError, match="delta: expected finite chunk advantages, 2 of 3"):
+            fn(bad)
+    # AWR on large advantages overflows exp: clipped, never inf / NaN
+    w = W.awr([1e3, -1e3], tau=10.0)
+    assert w.tolist() == [2.0, 0.0]
+
+
+def test_write_weights_checks_parameters_before_reading(tmp_path):
+    """A bad tau is said as such (not as a missing dataset), and nothing is written."""
+    with pytest.raises(W.WeightsError, match="tau"):
+        W.write_weights(tmp_path / "missing", "awr", tau=float("nan"))
+    with pytest.raises(W.WeightsError, match="keep"):
+        W.write_weights(tmp_path / "missing", "filtered-percentile", keep=float("nan"))
+    assert not (tmp_path / "missing").exists()
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ checked against a calibration.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 import re
 import threading
@@ -112,17 +114,35 @@ class CameraConfig:
     read_timeout_s: float = 5.0
 
     def validate(self) -> None:
+        """Raise CameraError naming the first bad field and what it expects. Every number must
+        be finite: a NaN would otherwise pass the range checks (NaN < 0 is False), switch file
+        pacing off (fps) or make a missing source be retried in a busy loop (backoff)."""
         for name in ("width", "height"):
             v = getattr(self, name)
-            if v < 0:
-                raise CameraError(f"camera {name} must be >= 0 (0 = source size), got {v}")
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) \
+                    or not math.isfinite(v) or v != int(v) or v < 0:
+                raise CameraError(f"camera {name} must be a whole number >= 0 (0 = source size), got {v!r}")
         if (self.width == 0) != (self.height == 0):
             raise CameraError(f"camera width and height must be both set or both 0, got {self.width}x{self.height}")
-        if self.fps < 0:
-            raise CameraError(f"camera fps must be >= 0 (0 = source rate), got {self.fps}")
-        if self.reconnect_initial_backoff_s <= 0 or self.reconnect_max_backoff_s < self.reconnect_initial_backoff_s:
+        _check_number("fps", self.fps, "a finite number >= 0 (0 = source rate)", lambda v: v >= 0)
+        _check_number("exposure", self.exposure, "a finite number (< 0 = auto, else the driver's manual value)",
+                      lambda v: True)
+        for name in ("reconnect_initial_backoff_s", "reconnect_max_backoff_s", "open_timeout_s", "read_timeout_s"):
+            _check_number(name, getattr(self, name), "a finite number of seconds > 0", lambda v: v > 0)
+        if self.reconnect_max_backoff_s < self.reconnect_initial_backoff_s:
             raise CameraError("reconnect backoff must satisfy 0 < initial <= max, got "
                               f"{self.reconnect_initial_backoff_s} / {self.reconnect_max_backoff_s}")
+
+
+def _check_number(name: str, value, expected: str, ok: Callable[[float], bool]) -> None:
+    """CameraError "camera NAME must be EXPECTED, got VALUE" unless VALUE is a finite real number
+    for which ok(VALUE) holds."""
+    good = not isinstance(value, bool) and isinstance(value, numbers.Real)
+    if good:
+        v = float(value)
+        good = math.isfinite(v) and ok(v)
+    if not good:
+        raise CameraError(f"camera {name} must be {expected}, got {value!r}")
 
 
 @dataclass
@@ -134,6 +154,11 @@ class Backoff:
     _next: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
+        for name, v in (("initial_s", self.initial_s), ("maximum_s", self.maximum_s)):
+            if not (isinstance(v, numbers.Real) and math.isfinite(v) and v > 0):
+                raise CameraError(f"backoff {name} must be a finite number of seconds > 0, got {v!r}")
+        if self.maximum_s < self.initial_s:
+            raise CameraError(f"backoff must satisfy initial_s <= maximum_s, got {self.initial_s} / {self.maximum_s}")
         self._next = self.initial_s
 
     def next_delay(self) -> float:

@@ -26,6 +26,7 @@ class RateMeter:
         self.window_s = window_s
         self._clock = clock
         self._t: collections.deque[float] = collections.deque()
+        self._last: float | None = None  # time of the newest event, kept when the window empties
         self.total = 0
 
     def tick(self, n: int = 1) -> None:
@@ -33,6 +34,8 @@ class RateMeter:
         for _ in range(n):
             self._t.append(now)
         self.total += n
+        if n > 0:
+            self._last = now
         self._trim(now)
 
     def _trim(self, now: float) -> None:
@@ -48,8 +51,8 @@ class RateMeter:
         return (len(self._t) - 1) / span if span > 0 else 0.0
 
     def last_age(self) -> float | None:
-        """Seconds since the last event, None if none yet."""
-        return (self._clock() - self._t[-1]) if self._t else None
+        """Seconds since the last event (also once it has left the rate window), None if none yet."""
+        return (self._clock() - self._last) if self._last is not None else None
 
 
 class LatencyStats:
@@ -83,8 +86,9 @@ class Report:
 class NodeStats:
     """Thread-safe rates, latency and counters of a node, with the rules for its level.
 
-    `expect_input_within_s`: no input for that long -> WARN ("no input"). An `error()` in
-    the last `error_hold_s` seconds -> ERROR with that message.
+    `expect_input_within_s`: no input for that long -> WARN ("no input for X s": X is the time
+    since the last input; "no input for X s (none since start)" when there never was any). An
+    `error()` in the last `error_hold_s` seconds -> ERROR with that message.
     """
 
     def __init__(self, rates=("input", "output"), window_s: float = 5.0,
@@ -146,10 +150,13 @@ class NodeStats:
             inp = self.rates.get("input")
             if self.expect_input_within_s is not None and inp is not None:
                 age = inp.last_age()
-                waited = now - self._started
-                if (age is None and waited > self.expect_input_within_s) or (
-                        age is not None and age > self.expect_input_within_s):
-                    level, msg = max(level, WARN), "no input for %.1f s" % (age if age is not None else waited)
+                if age is not None:
+                    if age > self.expect_input_within_s:
+                        level, msg = max(level, WARN), "no input for %.1f s" % age
+                else:
+                    waited = now - self._started
+                    if waited > self.expect_input_within_s:
+                        level, msg = max(level, WARN), "no input for %.1f s (none since start)" % waited
             if self._last_error and now - self._last_error[0] <= self.error_hold_s:
                 level, msg = ERROR, self._last_error[1]
             return Report(level, msg, values)

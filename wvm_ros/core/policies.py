@@ -5,6 +5,9 @@
     policy.reset(seed)                                     # new attempt
     action = policy.act(state, images)                     # np.ndarray (action_dim,), float64
 
+`act` raises PolicyInputError for observations that do not fit (wrong size, NaN / inf state)
+and PolicyOutputError when the action it computed is not finite (never to be sent).
+
 `state` is the robot's state vector (np.ndarray); `images` maps a camera name to an RGB
 uint8 array (H, W, 3). Policies say what they need: `needs_images` (camera names / feature
 keys) and `state_dim`.
@@ -34,6 +37,27 @@ class PolicyLoadError(RuntimeError):
 
 class PolicyInputError(ValueError):
     """Observations that do not fit the policy (names the input and what was expected)."""
+
+
+class PolicyOutputError(RuntimeError):
+    """An action the policy computed that must not be sent to a robot (names the policy and
+    what was expected), e.g. NaN / inf values from a diverged or badly normalised model."""
+
+
+def _nonfinite_entries(values: np.ndarray, limit: int = 8) -> str:
+    """"[1]=nan, [3]=inf" for the entries of a 1-D array that are not finite numbers."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    text = ", ".join(f"[{int(i)}]={float(values[i])}" for i in bad[:limit])
+    return text + (f", ... ({len(bad)} in all)" if len(bad) > limit else "")
+
+
+def check_action(action: np.ndarray, who: str) -> np.ndarray:
+    """`action` as a float64 vector; PolicyOutputError when any value is NaN or inf."""
+    a = np.asarray(action, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(a)):
+        raise PolicyOutputError(f"{who} returned a non-finite action ({_nonfinite_entries(a)} of {a.tolist()}); "
+                                f"expected {len(a)} finite numbers: not sent to the robot")
+    return a
 
 
 class Policy:
@@ -105,7 +129,7 @@ class ScriptedSimPolicy(Policy):
         if s.shape != (5,) or not np.all(np.isfinite(s)):
             raise PolicyInputError(f"scripted PushT policy: state must be 5 finite numbers "
                                    f"[agent_x, agent_y, block_x, block_y, block_theta], got {state!r}")
-        return np.asarray(self._impl.act(s), dtype=np.float64).reshape(-1)
+        return check_action(self._impl.act(s), "scripted PushT policy")
 
 
 # ---------------------------------------------------------------------------------- lerobot
@@ -216,7 +240,17 @@ class LeRobotPolicy(Policy):
         images = dict(images or {})
         obs: dict[str, Any] = {}
         if self.state_key is not None:
-            s = np.asarray(state, dtype=np.float32).reshape(-1)
+            s64 = np.asarray(state, dtype=np.float64).reshape(-1)
+            if not np.all(np.isfinite(s64)):
+                raise PolicyInputError(f"LeRobot policy {self.policy_type}: state for feature {self.state_key!r} "
+                                       f"has non-finite values ({_nonfinite_entries(s64)}); expected "
+                                       f"{self.state_dim} finite numbers")
+            with np.errstate(over="ignore"):
+                s = s64.astype(np.float32)
+            if not np.all(np.isfinite(s)):
+                raise PolicyInputError(f"LeRobot policy {self.policy_type}: state {s64.tolist()} for feature "
+                                       f"{self.state_key!r} overflows float32; expected {self.state_dim} finite "
+                                       f"numbers within float32 range")
             if s.shape[0] != self.state_dim:
                 if self.strict_state:
                     raise PolicyInputError(f"LeRobot policy {self.policy_type}: state has {s.shape[0]} values, "
@@ -234,7 +268,7 @@ class LeRobotPolicy(Policy):
         a = action.detach().to("cpu").numpy().astype(np.float64).reshape(-1)
         if self.action_dim is not None and a.shape[0] != self.action_dim:
             raise PolicyInputError(f"LeRobot policy returned {a.shape[0]} action values, expected {self.action_dim}")
-        return a
+        return check_action(a, f"LeRobot policy {self.policy_type} ({self.path})")
 
 
 def load_policy(kind: str, **kwargs: Any) -> Policy:

@@ -34,6 +34,7 @@ every batch by the weighter.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -58,8 +59,12 @@ def chunk_advantages(values: np.ndarray, episode_index: np.ndarray, horizon: int
 
     `values` and `episode_index` are per frame, frames of an episode contiguous and in time
     order. Returns (delta, tail position in the arrays)."""
-    if int(horizon) < 1:
-        raise WeightsError(f"horizon: expected an action-chunk length >= 1, got {horizon}")
+    try:
+        whole = int(horizon) == horizon
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole or int(horizon) < 1:
+        raise WeightsError(f"horizon: expected an action-chunk length (a whole number >= 1), got {horizon!r}")
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     ep = np.asarray(episode_index).reshape(-1)
     if v.shape != ep.shape:
@@ -79,14 +84,37 @@ def chunk_advantages(values: np.ndarray, episode_index: np.ndarray, horizon: int
     return delta, tail
 
 
+def _finite_delta(delta) -> np.ndarray:
+    d = np.asarray(delta, dtype=np.float64).reshape(-1)
+    bad = int(np.sum(~np.isfinite(d)))
+    if bad:
+        raise WeightsError(f"delta: expected finite chunk advantages, {bad} of {len(d)} are NaN or inf")
+    return d
+
+
+def _positive_finite(name: str, value, what: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise WeightsError(f"{name}: expected {what} (a finite number > 0), got {value!r}")
+    return v
+
+
 def filtered_binary(delta: np.ndarray) -> np.ndarray:
-    return (np.asarray(delta) >= 0).astype(np.float32)
+    return (_finite_delta(delta) >= 0).astype(np.float32)
 
 
 def filtered_percentile(delta: np.ndarray, keep: float = 0.7) -> np.ndarray:
-    if not 0.0 < keep <= 1.0:
-        raise WeightsError(f"keep: expected a fraction in (0, 1], got {keep}")
-    d = np.asarray(delta, dtype=np.float64)
+    try:
+        k_ok = 0.0 < float(keep) <= 1.0        # False for NaN
+    except (TypeError, ValueError):
+        k_ok = False
+    if not k_ok:
+        raise WeightsError(f"keep: expected a fraction in (0, 1], got {keep!r}")
+    keep = float(keep)
+    d = _finite_delta(delta)
     n = len(d)
     k = int(round(keep * n))
     order = np.lexsort((np.arange(n), -d))      # delta descending, then index ascending
@@ -97,9 +125,11 @@ def filtered_percentile(delta: np.ndarray, keep: float = 0.7) -> np.ndarray:
 
 def awr(delta: np.ndarray, tau: float = 10.0, clip: float = AWR_CLIP) -> np.ndarray:
     """Unnormalised AWR weights min(exp(tau * delta), clip)."""
-    if tau <= 0:
-        raise WeightsError(f"tau: expected a temperature > 0, got {tau}")
-    return np.minimum(np.exp(tau * np.asarray(delta, dtype=np.float64)), clip).astype(np.float32)
+    tau = _positive_finite("tau", tau, "a temperature")
+    clip = _positive_finite("clip", clip, "a maximum weight")
+    d = _finite_delta(delta)
+    with np.errstate(over="ignore"):          # exp overflow -> inf, clipped just below
+        return np.minimum(np.exp(tau * d), clip).astype(np.float32)
 
 
 def normalise_batch_mean(w) -> np.ndarray:
@@ -170,6 +200,7 @@ def write_weights(dataset: str | os.PathLike, method: str, *, horizon: int = 10,
 
     if method not in METHODS:
         raise WeightsError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+    compute_weights(np.zeros(0), method, keep=keep, tau=tau)   # bad keep / tau: say so before reading
     index, ep, frame, values = read_frames(dataset, value_column)
     delta, tail = chunk_advantages(values, ep, horizon)
     w = compute_weights(delta, method, keep=keep, tau=tau)

@@ -21,6 +21,13 @@ Decisions are made by `wvm_ros.core.episode.EpisodeStateMachine`; policies come 
   resumes (RESUME event).
 * Progress that is not valid, NaN / inf, outside [0, 1], or stamped with another attempt
   is ignored and counted (diagnostics).
+* a joint state with NaN / inf in a joint the node uses (`state_names`, `joint_names`) is
+  rejected and counted (`state rejected (NaN/inf)`), logged (rate-limited, naming the topic
+  and the fields) and reported (diagnostics ERROR); the last good state stays in use.
+* no action with NaN / inf is ever published: a policy that computes one
+  (PolicyOutputError) or an action that is not finite is refused and counted
+  (`actions refused (NaN/inf)`, diagnostics ERROR), and the robot is held on the last good
+  state instead (`hold_mode`).
 * reset: a missing service (not there within `reset_timeout_s`), a failed call or a
   timeout ends the episode with ABORT and the reason; the node keeps running.
 """
@@ -47,7 +54,7 @@ from wvm_msgs.srv import LabelAttempt
 from wvm_ros.core.diagnostics import NodeStats, RateLimitedLog
 from wvm_ros.core.episode import (FAILED, IDLE, RESETTING, RUNNING, SUCCEEDED, EpisodeConfig, EpisodeError,
                                   EpisodeStateMachine, Event)
-from wvm_ros.core.policies import Policy, PolicyInputError, load_policy
+from wvm_ros.core.policies import Policy, PolicyInputError, PolicyOutputError, load_policy
 from wvm_ros.ros.diagnostics import report_to_status
 from wvm_ros.ros.qos import qos_from_name
 from wvm_ros.ros.stamps import sec_to_stamp
@@ -245,6 +252,17 @@ class PolicyNode(Node):
                 self.get_logger().error(f"{self.state_topic}: joint names {list(msg.name)} lack {missing} "
                                         f"(parameter state_names expects {self.state_names})")
             return
+        used = list(self.state_names) + [n for n in self.joint_names if n in pos and n not in self.state_names]
+        bad = [(n, pos[n]) for n in used if not math.isfinite(pos[n])]
+        if bad:
+            self.stats.count("state rejected (NaN/inf)")
+            fields = ", ".join(f"{n}={v}" for n, v in bad)
+            text = (f"{self.state_topic}: joint state rejected, non-finite positions {fields} "
+                    f"(expected finite numbers for {used}); keeping the last good state")
+            self.stats.error(text)
+            if self.ratelog.should_log("state not finite"):
+                self.get_logger().error(text)
+            return
         self.state_positions = pos
         self.state = np.array([pos[n] for n in self.state_names], dtype=np.float64)
         if self.first_state_at is None:
@@ -386,7 +404,7 @@ class PolicyNode(Node):
         missing = [n for n in self.joint_names if n not in self.state_positions]
         if missing:
             return
-        self.publish_action(np.array([self.state_positions[n] for n in self.joint_names]))
+        self.publish_action(np.array([self.state_positions[n] for n in self.joint_names]), "hold")
 
     def act(self) -> None:
         if self.sm.holding:
@@ -403,10 +421,35 @@ class PolicyNode(Node):
             if self.ratelog.should_log("act"):
                 self.get_logger().error(f"policy: {e}")
             return
-        self.publish_action(action)
+        except PolicyOutputError as e:
+            self._refuse_action(f"policy: {e}; holding on the last good state")
+            self.hold()
+            return
+        if not self.publish_action(action, "policy"):
+            self.hold()
 
-    def publish_action(self, action: np.ndarray) -> None:
-        a = [float(v) for v in np.asarray(action).reshape(-1)]
+    def _refuse_action(self, text: str) -> None:
+        self.stats.count("actions refused (NaN/inf)")
+        self.stats.error(text)
+        if self.ratelog.should_log("action not finite"):
+            self.get_logger().error(text)
+
+    def publish_action(self, action: np.ndarray, source: str) -> bool:
+        """Publish `action` (from `source`: "policy" or "hold") on the action topic; an action
+        that is not all finite numbers is refused (counted, reported, not sent): False."""
+        try:
+            arr = np.asarray(action, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as e:
+            self._refuse_action(f"{source} action {action!r} is not a vector of numbers ({e}); not sent")
+            return False
+        if not np.all(np.isfinite(arr)):
+            topic = self.action_topic if self.action_mode == "float64_array" else self.trajectory_topic
+            where = self.joint_names if len(self.joint_names) == len(arr) else list(range(len(arr)))
+            bad = ", ".join(f"{n}={v}" for n, v in zip(where, arr.tolist()) if not math.isfinite(v))
+            self._refuse_action(f"{source} action {arr.tolist()} has non-finite values ({bad}); expected finite "
+                                f"numbers: not published on {topic}")
+            return False
+        a = arr.tolist()
         if self.action_mode == "float64_array":
             msg = Float64MultiArray()
             msg.layout.dim = [MultiArrayDimension(label="action", size=len(a), stride=len(a))]
@@ -422,6 +465,7 @@ class PolicyNode(Node):
             msg.points = [pt]
         self.action_pub.publish(msg)
         self.stats.tick("action")
+        return True
 
     def poll_reset(self, t: float) -> None:
         fut = self.reset_future
