@@ -324,3 +324,43 @@ def test_logger_live_lerobot_dataset(ros_env, procs, rclpy_context, tmp_path):
         b = np.stack(conv[col].map(np.asarray).to_numpy()).astype(float)
         np.testing.assert_array_equal(a, b, err_msg=col)
     assert [r["bytes"] for r in live["observation.image"]] == [r["bytes"] for r in conv["observation.image"]]
+
+
+def test_second_logger_leaves_the_open_bag_of_a_running_one_alone(ros_env, procs, rclpy_context, tmp_path):
+    """A logger started while another still writes into the same folder (a respawn before the
+    old process exited, or two loggers on one folder) must not recover the open bag: the
+    running logger keeps every message."""
+    from wvm_ros.core.bag import MARKER_NAME, bag_custom_data, count_messages_mcap, count_messages_rosbags
+
+    out = tmp_path / "bags"
+    child = start_logger(procs, ros_env, out)
+    pub = Pub(rclpy_context)
+    pub.wait_matched(child=child)
+    E = pub.EpisodeEvent
+    pub.event(E.START, "epr", 1)
+    time.sleep(0.1)
+    for i in range(10):
+        pub.image()
+        time.sleep(0.02)
+    bag = out / "epr_att001"
+    wait_for(lambda: (bag / MARKER_NAME).exists(), 10, "the open bag", child)
+    time.sleep(0.5)                                   # flushed (flush period 0.2 s)
+    second = start_logger(procs, ros_env, out, "logger2")
+    wait_for(lambda: "recording" in log_text(second) and "topics into" in log_text(second), 30,
+             "the second logger's start", second)
+    log2 = log_text(second)
+    assert f"not recovering bag {bag}: still being written" in log2, log2
+    assert "recovered bag" not in log2, log2
+    procs.stop(second)
+    assert (bag / MARKER_NAME).exists() and not (bag / "metadata.yaml").exists()
+    for i in range(10):
+        pub.image()
+        time.sleep(0.02)
+    time.sleep(0.3)
+    pub.event(E.END, "epr", 1, outcome="success", progress=1.0)
+    wait_for(lambda: (bag / "metadata.yaml").exists(), 20, "the bag closed by the first logger", child)
+    a = count_messages_rosbags(bag)
+    assert a == count_messages_mcap(bag)
+    assert a["/camera/image_raw"] == 20, a
+    cd = bag_custom_data(bag)
+    assert cd["outcome"] == "success" and "recovered" not in cd

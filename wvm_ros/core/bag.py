@@ -15,7 +15,11 @@ topics (rewritten at every flush); `recover_bag` turns a bag left with a marker 
 truncated MCAP without summary, no metadata.yaml) into a valid one: it reads every complete
 record, rewrites the MCAP with its summary and writes metadata.yaml with
 `custom_data.outcome = "interrupted"`. `recover_incomplete_bags(output_dir)` does that for
-a whole folder (the logger calls it at start).
+a whole folder (the logger calls it at start), but only for bags whose writer is gone: a
+`BagWriter` holds an exclusive `flock` on its .mcap file while the bag is open (the kernel
+drops it when the process dies, even on `kill -9`), and the marker records the writer's pid,
+its start time and host; a bag still being written by a live process (another logger, or
+a respawned one whose predecessor has not exited yet) is left alone.
 
 Messages are written as the serialized CDR bytes rclpy hands out (`raw=True` subscriptions
 or `rclpy.serialization.serialize_message`); message definitions (the `ros2msg` schemas)
@@ -27,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -38,6 +43,7 @@ import yaml
 
 MARKER_NAME = ".wvm_recording.yaml"
 WRITER_MODES = ("chunked", "stream", "naive")
+COMPRESSIONS = ("none", "zstd", "lz4")
 METADATA_NAME = "metadata.yaml"
 ROSBAG2_VERSION = 9
 
@@ -48,6 +54,10 @@ class BagError(RuntimeError):
 
 class DiskGuardError(BagError):
     """Recording stopped because free space or the size cap would be exceeded."""
+
+
+class BagExistsError(BagError):
+    """The bag folder already exists and is not empty (e.g. taken by another writer)."""
 
 
 # ----------------------------------------------------------------------------- types
@@ -98,16 +108,30 @@ def register_msg_type(typename: str, text: str | None = None) -> None:
     from rosbags.typesys import get_types_from_msg
 
     typename = normalize_typename(typename)
+    pkg, kind, name = typename.split("/")
+    source = "the given text"
     if text is None:
-        path = _find_msg_file(typename)
+        path = _find_msg_file(typename) if kind == "msg" else None
         if path is None:
+            if kind != "msg":
+                raise BagError(
+                    f"no message definition for {typename}: it is a '{kind}' interface type (a "
+                    f"service or action request / response / event / feedback type, e.g. a service "
+                    f"introspection topic), which has no .msg file; expected a message type "
+                    f"'package/msg/Type' that rosbags knows or whose .msg file is under an "
+                    f"AMENT_PREFIX_PATH share folder"
+                )
             raise BagError(
                 f"no message definition for {typename}: not a standard type and no "
-                f"{typename.split('/')[0]}/msg/{typename.split('/')[-1]}.msg under "
-                f"AMENT_PREFIX_PATH share folders (source scripts/env.sh)"
+                f"{pkg}/msg/{name}.msg under AMENT_PREFIX_PATH share folders (source scripts/env.sh)"
             )
+        source = str(path)
         text = path.read_text()
-    _typestore().register(get_types_from_msg(text, typename))
+    try:
+        types = get_types_from_msg(text, typename)
+    except Exception as exc:  # rosbags raises its own parse errors
+        raise BagError(f"the message definition of {typename} ({source}) cannot be parsed: {exc}") from exc
+    _typestore().register(types)
 
 
 def message_definition(typename: str) -> str:
@@ -316,15 +340,106 @@ class BagInfo:
     recovered: bool = False
 
 
+def check_compression(compression: str | None, mode: str = "chunked") -> str:
+    """The normalised compression name ("none", "zstd" or "lz4"); BagError naming the value and
+    what is allowed otherwise (also when it needs writer mode "chunked")."""
+    name = str(compression if compression is not None else "none").strip().lower() or "none"
+    if name not in COMPRESSIONS:
+        raise BagError(f"compression {compression!r} not supported; expected one of {', '.join(COMPRESSIONS)}")
+    if mode not in WRITER_MODES:
+        raise BagError(f"writer mode {mode!r}: expected one of {', '.join(WRITER_MODES)}")
+    if mode != "chunked" and name != "none":
+        raise BagError(f"compression {compression!r} needs writer mode 'chunked' (got {mode!r})")
+    return name
+
+
 def _compression(name: str):
     from mcap.writer import CompressionType
 
-    name = (name or "none").lower()
-    table = {"none": CompressionType.NONE, "": CompressionType.NONE,
-             "zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4}
-    if name not in table:
-        raise BagError(f"compression {name!r} not supported; expected one of none, zstd, lz4")
-    return table[name]
+    name = check_compression(name)
+    return {"none": CompressionType.NONE, "zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4}[name]
+
+
+# ----------------------------------------------------------------------------- writer liveness
+
+try:
+    import fcntl as _fcntl
+except ImportError:  # not POSIX: no locks, the marker's pid decides
+    _fcntl = None
+
+
+def _try_lock(fd: int) -> bool | None:
+    """Exclusive non-blocking flock on `fd`: True (taken), False (held by another open file,
+    in this process or another), None (locks not supported here)."""
+    if _fcntl is None:
+        return None
+    try:
+        _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:  # ENOLCK, EOPNOTSUPP, ... (some network file systems)
+        return None
+
+
+def _process_start_time(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return float(psutil.Process(pid).create_time())
+    except Exception:  # noqa: BLE001 - no psutil, no such process, no access: unknown
+        return None
+
+
+_HOST = socket.gethostname()
+
+
+def _writer_process_alive(marker: Mapping) -> str | None:
+    """Whether the process a marker names may still be running: a description of it, or None
+    when it is gone (no such pid, or the pid now belongs to a process started at another time).
+    A marker from another host cannot be checked here: None (the file lock decides)."""
+    try:
+        pid = int(marker.get("pid"))
+    except (TypeError, ValueError):
+        return None
+    host = marker.get("host")
+    if host and str(host) != _HOST:
+        return None
+    try:
+        start = float(marker["pid_start_unix"])
+    except (KeyError, TypeError, ValueError):
+        start = None
+    if pid == os.getpid():
+        # this process: alive only if it is the writer that started the bag (an open
+        # BagWriter here without a lock); otherwise the pid was reused (e.g. a container restart)
+        mine = _process_start_time(pid)
+        if start is not None and mine is not None and abs(start - mine) <= 1.0:
+            return f"this process (pid {pid})"
+        return None
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            created = proc.create_time()
+        except psutil.NoSuchProcess:
+            return None
+        except psutil.AccessDenied:
+            return f"pid {pid} (running, not ours to inspect)"
+        if start is not None and abs(start - created) > 1.0:
+            return None  # pid reused by another process
+        return f"pid {pid}" + (f" on {host}" if host else "")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return f"pid {pid} (running, owned by another user)"
+    return f"pid {pid}" + (f" on {host}" if host else "")
 
 
 def _qos_metadata(qos: str) -> dict[str, str]:
@@ -404,27 +519,41 @@ class BagWriter:
         benchmark's baseline)."""
         from mcap.writer import Writer
 
-        if mode not in WRITER_MODES:
-            raise BagError(f"writer mode {mode!r}: expected one of {', '.join(WRITER_MODES)}")
-        if mode != "chunked" and (compression or "none").lower() != "none":
-            raise BagError(f"compression {compression!r} needs writer mode 'chunked' (got {mode!r})")
+        # every argument is checked before anything is created on disk
+        self.compression = check_compression(compression, mode)
         self.mode = mode
-
         self.path = Path(path)
-        if self.path.exists() and any(self.path.iterdir()):
-            raise BagError(f"bag folder {str(self.path)!r} already exists and is not empty")
+        self.mcap_name = f"{self.path.name}_0.mcap"
+        self._file = None
+        self._locked: bool | None = None
+        self._pid_start = _process_start_time(os.getpid())
+        created_dir = False
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self.mcap_name = f"{self.path.name}_0.mcap"
-            self._file = open(self.path / self.mcap_name, "wb")
-        except OSError as exc:
-            raise BagError(f"cannot create bag {str(self.path)!r}: {exc.strerror or exc}") from exc
-        self.compression = (compression or "none").lower()
-        self._writer = Writer(self._file, chunk_size=chunk_size,
-                              compression=_compression(self.compression), use_chunking=(mode == "chunked"))
-        self._writer.start(profile="ros2", library="wvm_ros")
-        self.custom_data: dict[str, str] = {k: str(v) for k, v in (custom_data or {}).items()}
-        self.topics: dict[str, TopicInfo] = {}
+            try:
+                self.path.mkdir(parents=True)
+                created_dir = True
+            except FileExistsError:
+                if not self.path.is_dir() or any(self.path.iterdir()):
+                    raise BagExistsError(f"bag folder {str(self.path)!r} already exists and is not empty") from None
+            # "x": never truncate a file another writer created in the meantime
+            try:
+                self._file = open(self.path / self.mcap_name, "xb")
+            except FileExistsError:
+                raise BagExistsError(f"bag file {str(self.path / self.mcap_name)!r} already exists "
+                                     "(created by another writer)") from None
+            # held while the bag is open: recover_incomplete_bags leaves a locked bag alone
+            self._locked = _try_lock(self._file.fileno())
+            self._writer = Writer(self._file, chunk_size=chunk_size,
+                                  compression=_compression(self.compression), use_chunking=(mode == "chunked"))
+            self._writer.start(profile="ros2", library="wvm_ros")
+            self.custom_data: dict[str, str] = {k: str(v) for k, v in (custom_data or {}).items()}
+            self.topics: dict[str, TopicInfo] = {}
+            self._write_marker()
+        except BaseException as exc:
+            self._discard_partial(created_dir)
+            if isinstance(exc, OSError):
+                raise BagError(f"cannot create bag {str(self.path)!r}: {exc.strerror or exc}") from exc
+            raise
         self._schemas: dict[str, int] = {}
         self.flush_period_s = float(flush_period_s)
         self.fsync = bool(fsync)
@@ -435,7 +564,27 @@ class BagWriter:
         self.end_ns = 0
         self.bytes_written = 0
         self.closed = False
-        self._write_marker()
+
+    def _discard_partial(self, created_dir: bool) -> None:
+        """Undo a failed open: close the file, remove what this writer created (no message
+        was written yet), and the folder if this writer created it and it is left empty."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+            for name in (self.mcap_name, MARKER_NAME, MARKER_NAME + ".tmp"):
+                try:
+                    (self.path / name).unlink()
+                except OSError:
+                    pass
+        if created_dir:
+            try:
+                self.path.rmdir()  # only if empty
+            except OSError:
+                pass
+        self.closed = True
 
     # -- set-up
     def add_topic(self, name: str, typename: str, qos: str = "", msgdef: str | None = None) -> TopicInfo:
@@ -517,6 +666,9 @@ class BagWriter:
             "custom_data": dict(self.custom_data),
             "topics": [{"name": t.name, "type": t.typename, "qos": t.qos} for t in self.topics.values()],
             "pid": os.getpid(),
+            "pid_start_unix": self._pid_start,
+            "host": _HOST,
+            "lock": bool(self._locked),   # the .mcap file is flock-ed while the bag is open
             "updated_unix": time.time(),
         }
         _atomic_write(self.path / MARKER_NAME, yaml.safe_dump(marker, sort_keys=False))
@@ -532,15 +684,20 @@ class BagWriter:
         self._file.flush()
         if self.fsync:
             os.fsync(self._file.fileno())
-        self._file.close()
         topics = list(self.topics.values())
-        _atomic_write(self.path / METADATA_NAME,
-                      _metadata_yaml(self.path, self.mcap_name, topics, self.start_ns, self.end_ns,
-                                     self.custom_data, self.compression))
+        # metadata.yaml and the marker's removal come before the file is closed: closing
+        # releases the lock, and a bag must never look unlocked and incomplete while it is
+        # being finished (recover_incomplete_bags of another process would take it)
         try:
-            (self.path / MARKER_NAME).unlink()
-        except FileNotFoundError:
-            pass
+            _atomic_write(self.path / METADATA_NAME,
+                          _metadata_yaml(self.path, self.mcap_name, topics, self.start_ns, self.end_ns,
+                                         self.custom_data, self.compression))
+            try:
+                (self.path / MARKER_NAME).unlink()
+            except FileNotFoundError:
+                pass
+        finally:
+            self._file.close()
         self.closed = True
         return BagInfo(self.path, self.message_count, {t.name: t.count for t in topics},
                        self.start_ns, self.end_ns, dict(self.custom_data))
@@ -570,7 +727,9 @@ def _complete_records(reader):
 
 def recover_bag(bag_dir: str | os.PathLike, outcome: str = "interrupted") -> BagInfo:
     """Make a bag left open by a crash valid: keep every complete record, rewrite the MCAP
-    with its summary, write metadata.yaml (custom_data from the marker, outcome set)."""
+    with its summary, write metadata.yaml (custom_data from the marker, outcome set).
+    It does not check that the writer is gone (see `live_writer`); `recover_incomplete_bags`
+    does, and is what a program should call."""
     from mcap.records import Channel, Message, Schema
     from mcap.stream_reader import StreamReader
     from mcap.writer import Writer
@@ -633,21 +792,96 @@ def recover_bag(bag_dir: str | os.PathLike, outcome: str = "interrupted") -> Bag
     return BagInfo(d, sum(counts.values()), dict(counts), start_ns, end_ns, custom, recovered=True)
 
 
-def recover_incomplete_bags(output_dir: str | os.PathLike, errors: list[str] | None = None) -> list[BagInfo]:
-    """Recover every bag folder under `output_dir` that a crash left open. With `errors`, a
-    bag that cannot be recovered is reported there (path: reason) instead of raising."""
+def _read_marker(d: Path) -> dict:
+    try:
+        marker = yaml.safe_load((d / MARKER_NAME).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def _bag_mcap(d: Path, marker: Mapping) -> Path | None:
+    name = marker.get("mcap")
+    if name and (d / str(name)).is_file():
+        return d / str(name)
+    mcaps = sorted(d.glob("*.mcap"))
+    return mcaps[0] if mcaps else None
+
+
+def live_writer(bag_dir: str | os.PathLike) -> str | None:
+    """Who is still writing an open bag: a description (pid, host) while a live process holds
+    it, None when its writer is gone (or it has no .mcap file). Checks the writer's lock on
+    the .mcap file and, where the writer could not lock (or an older writer did not), whether
+    the pid in its marker is still the same running process on this host."""
+    d = Path(bag_dir)
+    marker = _read_marker(d)
+    mcap = _bag_mcap(d, marker)
+    if mcap is None:
+        return None
+    fd = os.open(mcap, os.O_RDONLY)
+    try:
+        return _live_writer_locked(marker, _try_lock(fd))
+    finally:
+        os.close(fd)   # releases the lock if it was taken
+
+
+def _live_writer_locked(marker: Mapping, locked: bool | None) -> str | None:
+    who = ", ".join(x for x in (f"pid {marker['pid']}" if marker.get("pid") is not None else "",
+                                f"host {marker['host']}" if marker.get("host") else "") if x)
+    if locked is False:
+        return f"its .mcap file is locked by a running writer ({who or 'process unknown'})"
+    if locked and marker.get("lock"):
+        return None          # the writer held the lock while open: it is gone
+    alive = _writer_process_alive(marker)
+    if alive:
+        return f"the process that opened it is still running ({alive})"
+    return None
+
+
+def recover_incomplete_bags(output_dir: str | os.PathLike, errors: list[str] | None = None,
+                            live: list[str] | None = None) -> list[BagInfo]:
+    """Recover every bag folder under `output_dir` that a crash left open, and only those: a
+    bag whose writer is still running (another logger process on the same folder, or a
+    respawned logger whose predecessor has not exited) is left alone and, with `live`,
+    reported there (path: who writes it). The bag's lock is held during its recovery, so two
+    processes never recover the same bag at once. With `errors`, a bag that cannot be
+    recovered is reported there (path: reason) instead of raising."""
     out = Path(output_dir)
     if not out.is_dir():
         return []
     infos = []
     for d in sorted(p for p in out.iterdir() if p.is_dir()):
-        if is_incomplete(d):
-            try:
-                infos.append(recover_bag(d))
-            except Exception as exc:  # noqa: BLE001 - reported per bag
-                if errors is None:
-                    raise
-                errors.append(f"{d}: {type(exc).__name__}: {exc}")
+        if not is_incomplete(d):
+            continue
+        fd = dfd = None
+        try:
+            # the folder's lock is held by whoever recovers it (its .mcap file is replaced then)
+            dfd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            if _try_lock(dfd) is False:
+                if live is not None:
+                    live.append(f"{d}: being recovered by another process; left as it is")
+                continue
+            mcap = _bag_mcap(d, _read_marker(d))
+            if mcap is not None:
+                fd = os.open(mcap, os.O_RDONLY)
+                locked = _try_lock(fd)
+                # read after locking: a writer rewrites its marker while it runs
+                busy = _live_writer_locked(_read_marker(d), locked)
+                if busy:
+                    if live is not None:
+                        live.append(f"{d}: still being written: {busy}; left as it is")
+                    continue
+                if not is_incomplete(d):   # finished (or recovered by another process) meanwhile
+                    continue
+            infos.append(recover_bag(d))
+        except Exception as exc:  # noqa: BLE001 - reported per bag
+            if errors is None:
+                raise
+            errors.append(f"{d}: {type(exc).__name__}: {exc}")
+        finally:
+            for f in (fd, dfd):
+                if f is not None:
+                    os.close(f)
     return infos
 
 

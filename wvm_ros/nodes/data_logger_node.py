@@ -9,13 +9,17 @@ checkpoint_id, calibration_id and the attempt's events. Writing (chunked MCAP fl
 
 Parameters (see config/wvm.yaml, section wvm_logger):
   output_dir (str)           bags go to <output_dir>/<episode>_att<NNN>/
-  topics (str[])             topics to record; message types are resolved from the graph
+  topics (str[])             topics to record; message types are resolved from the graph. A
+                             topic whose type has no message definition (e.g. a service
+                             introspection topic, type pkg/srv/X_Event) is not recorded: an
+                             error names it, /diagnostics and the stats list it under
+                             "topics skipped", every other topic is recorded
   event_topic, progress_topic
   qos_reliability (str)      auto | reliable | best_effort (auto: reliable unless every
                              publisher of the topic is best effort, as rosbag2 does)
   best_effort_topics (str[]) topics always subscribed best effort
   qos_depth (int)            subscription queue depth
-  compression (str)          none | zstd | lz4 (MCAP chunk compression)
+  compression (str)          none | zstd | lz4 (MCAP chunk compression; checked at start)
   writer_mode (str)          chunked (default; indexed chunks, as rosbag2 writes) | stream
                              (unchunked, flushed every flush_period_s: cheapest per message)
                              | naive (flush per message: the benchmark's baseline)
@@ -34,6 +38,7 @@ Parameters (see config/wvm.yaml, section wvm_logger):
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import sys
 import time
@@ -47,8 +52,9 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.serialization import deserialize_message
 
 from wvm_ros.core.diagnostics import NodeStats
-from wvm_ros.core.bag import (BagError, BagWriter, DiskGuard, DiskGuardError, bag_name,
-                              check_writable_dir, recover_incomplete_bags, unique_bag_dir)
+from wvm_ros.core.bag import (COMPRESSIONS, BagError, BagExistsError, BagWriter, DiskGuard, DiskGuardError,
+                              bag_name, check_compression, check_writable_dir, message_definition,
+                              recover_incomplete_bags, unique_bag_dir)
 
 DEFAULT_TOPICS = [
     "/camera/image_raw",
@@ -94,7 +100,7 @@ class DataLoggerNode(Node):
         self.qos_reliability = str(p("qos_reliability", "auto").value).lower()
         self.best_effort_topics = set(p("best_effort_topics", [""]).value) - {""}
         self.qos_depth = int(p("qos_depth", 100).value)
-        self.compression = str(p("compression", "none").value)
+        compression = str(p("compression", "none").value)
         self.chunk_size = int(float(p("chunk_size_mb", 0.75).value) * 2**20)
         self.flush_period_s = float(p("flush_period_s", 0.5).value)
         self.fsync = bool(p("fsync", False).value)
@@ -109,20 +115,36 @@ class DataLoggerNode(Node):
             raise ValueError(f"parameter writer_mode={self.writer_mode!r}; expected chunked, stream or naive")
         if self.qos_reliability not in ("auto", "reliable", "best_effort"):
             raise ValueError(f"parameter qos_reliability={self.qos_reliability!r}; expected auto, reliable or best_effort")
+        # checked here, not at the first START (where every attempt would fail)
+        if compression.strip().lower() not in (*COMPRESSIONS, ""):
+            raise ValueError(f"parameter compression={compression!r}; expected one of {', '.join(COMPRESSIONS)}")
+        try:
+            self.compression = check_compression(compression, self.writer_mode)
+        except BagError as exc:
+            raise ValueError(f"parameter compression={compression!r} needs writer_mode 'chunked' "
+                             f"(writer_mode={self.writer_mode!r}); expected compression 'none' "
+                             f"with writer_mode {self.writer_mode!r}") from exc
 
         # fails here, naming the path, when the folder cannot be written
         self.out = check_writable_dir(self.output_dir)
         errors: list[str] = []
-        for info in recover_incomplete_bags(self.out, errors):
+        live: list[str] = []
+        for info in recover_incomplete_bags(self.out, errors, live):
             self.get_logger().warning(
                 f"recovered bag {info.path} left open by a crash: {info.message_count} messages kept")
         for e in errors:
             self.get_logger().error(f"cannot recover bag {e}; left as it is")
+        for e in live:
+            # another logger (or this one's predecessor, not yet exited) is writing it
+            self.get_logger().warning(f"not recovering bag {e}")
         self.guard = DiskGuard(self.out, min_free_bytes=int(min_free_mb * 2**20),
                                max_total_bytes=int(max_total_mb * 2**20))
 
         self.topics = list(dict.fromkeys([t for t in topics if t] + [self.event_topic, self.progress_topic]))
         self.types: dict[str, str] = {}
+        self.msgdefs: dict[str, str] = {}     # type -> ros2msg definition (resolved once)
+        self.skipped: dict[str, str] = {}     # topic -> why it is not recorded
+        self.bag_open_failures = 0
         self.qos_text: dict[str, str] = {}
         self.subs = {}
         self.received: dict[str, int] = {t: 0 for t in self.topics}
@@ -136,6 +158,10 @@ class DataLoggerNode(Node):
         self.dataset = None  # live LeRobot sink, see _setup_dataset
         self._setup_dataset()
 
+        # /diagnostics: message rate, recording state; ERROR while the disk guard has stopped
+        # recording (a standing condition, re-asserted every period); WARN while a topic is
+        # skipped (no message definition); ERROR for a while after a bag could not be opened
+        self.stats = NodeStats(rates=("input", "recorded"), expect_input_within_s=None)
         self._EpisodeEvent = import_msg_class("wvm_msgs/msg/EpisodeEvent")
         self._Progress = import_msg_class("wvm_msgs/msg/Progress")
         self._String = import_msg_class("std_msgs/msg/String")
@@ -144,9 +170,6 @@ class DataLoggerNode(Node):
         self._subscribe(self.progress_topic, "wvm_msgs/msg/Progress")
         self._discover()
         self.create_timer(discovery_period_s, self._tick)
-        # /diagnostics: message rate, recording state; ERROR while the disk guard has stopped
-        # recording (a standing condition, re-asserted every period)
-        self.stats = NodeStats(rates=("input", "recorded"), expect_input_within_s=None)
         from wvm_ros.ros.diagnostics import DiagnosticsPublisher
 
         self._diag = DiagnosticsPublisher(self, self.stats, name="wvm_logger: recording",
@@ -229,12 +252,41 @@ class DataLoggerNode(Node):
         return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.qos_depth, reliability=rel,
                           durability=DurabilityPolicy.VOLATILE)
 
+    def _skip_topic(self, topic: str, typename: str, why: str) -> None:
+        """Record every topic but this one: say so (log, /diagnostics, stats) once."""
+        self.types[topic] = typename      # not discovered again
+        if topic in self.skipped:
+            return
+        msg = f"not recording topic {topic}: {why}; every other topic is recorded"
+        self.skipped[topic] = msg
+        self.get_logger().error(msg)
+        self.stats.error(msg)
+        self.stats.count("topics skipped")
+        self.stats.warn(f"{len(self.skipped)} topic(s) not recorded: "
+                        + ", ".join(f"{t} ({self.types.get(t, '?')})" for t in self.skipped))
+
+    def _definition(self, topic: str, typename: str) -> str | None:
+        """The ros2msg definition of a topic's type, None (and the topic skipped) without one."""
+        if typename in self.msgdefs:
+            return self.msgdefs[typename]
+        try:
+            self.msgdefs[typename] = message_definition(typename)
+        except BagError as exc:
+            self._skip_topic(topic, typename, f"type {typename} unusable in a bag: {exc}")
+            return None
+        return self.msgdefs[typename]
+
     def _subscribe(self, topic: str, typename: str, force_reliable: bool = False) -> None:
         try:
             cls = import_msg_class(typename)
         except (ImportError, AttributeError, ValueError) as exc:
-            self.get_logger().error(f"cannot record {topic}: message type {typename} not importable ({exc})")
-            self.types[topic] = typename
+            self._skip_topic(topic, typename, f"its message type {typename} is not importable "
+                                              f"(expected a built interface package on the Python path: {exc})")
+            return
+        # a bag needs the type's definition: a type without one (e.g. a service event type) is
+        # not recorded (not even subscribed, unless the logger itself reads it), and cannot stop
+        # the recording of the others
+        if self._definition(topic, typename) is None and topic not in (self.event_topic, self.progress_topic):
             return
         qos = self._choose_qos(topic, force_reliable)
         self.types[topic] = typename
@@ -242,7 +294,12 @@ class DataLoggerNode(Node):
         self.subs[topic] = self.create_subscription(cls, topic, lambda raw, t=topic: self._on_raw(t, raw),
                                                     qos, raw=True)
         if self.bag is not None:
-            self._add_topic(topic)
+            try:
+                self._add_topic(topic)
+            except DiskGuardError as exc:
+                self._stop_recording(str(exc))
+            except (OSError, BagError) as exc:
+                self._stop_recording(f"cannot write to {self.bag.path if self.bag else self.out}: {exc}")
 
     def _discover(self) -> None:
         pending = [t for t in self.topics if t not in self.types]
@@ -260,7 +317,17 @@ class DataLoggerNode(Node):
             "bags closed": str(len(self.closed_bags)),
             "free MB": f"{self.guard.free_bytes() / 2**20:.0f}",
             "topics subscribed": f"{len(self.subs)}/{len(self.topics)}",
+            "topics skipped": ", ".join(self.skipped) or "none",
+            "bag open failures": str(self.bag_open_failures),
         })
+        if self.dataset is not None:
+            # frames the live dataset dropped / messages it ignored, per reason (this session)
+            c = self.dataset.counts()
+            self.stats.extra["dataset dropped frames"] = json.dumps(c["dropped_frames"], sort_keys=True) \
+                if c["dropped_frames"] else "0"
+            self.stats.extra["dataset ignored messages"] = json.dumps(c["ignored_messages"], sort_keys=True) \
+                if c["ignored_messages"] else "0"
+
         if self.stopped_reason:
             self.stats.error(self.stopped_reason)
         if self.bag is not None:
@@ -290,15 +357,26 @@ class DataLoggerNode(Node):
         if self.dataset is not None and self.bag is not None:
             self._dataset_call("message", self.dataset.on_message, topic, self.types.get(topic, ""), raw, now_ns)
 
-    def _add_topic(self, topic: str) -> None:
-        self.bag.add_topic(topic, self.types[topic], self.qos_text.get(topic, ""))
+    def _add_topic(self, topic: str) -> bool:
+        """Add a topic to the open bag; False (the topic skipped, reported once) when its type
+        has no message definition. Errors of the bag itself (OSError, BagError) propagate."""
+        if topic in self.skipped:
+            return False
+        typename = self.types.get(topic)
+        if typename is None:
+            return False
+        msgdef = self._definition(topic, typename)
+        if msgdef is None:
+            return False
+        self.bag.add_topic(topic, typename, self.qos_text.get(topic, ""), msgdef=msgdef)
+        return True
 
     def _write(self, topic: str, raw: bytes, now_ns: int) -> None:
-        if self.bag is None:
+        if self.bag is None or topic in self.skipped:
             return
         try:
-            if topic not in self.bag.topics:
-                self._add_topic(topic)
+            if topic not in self.bag.topics and not self._add_topic(topic):
+                return
             t0 = time.perf_counter()
             self.bag.write(topic, raw, now_ns)
             self.write_time_s += time.perf_counter() - t0
@@ -354,7 +432,8 @@ class DataLoggerNode(Node):
             self.get_logger().error(f"not recording {ev.episode_id}/{ev.attempt}: {self.stopped_reason}")
             return
         self._reset_attempt_state()
-        path = unique_bag_dir(self.out, bag_name(ev.episode_id or "episode", ev.attempt))
+        name = bag_name(ev.episode_id or "episode", ev.attempt)
+        path = unique_bag_dir(self.out, name)
         custom = {
             "task": ev.task or self.last_task,
             "episode_id": ev.episode_id,
@@ -365,18 +444,34 @@ class DataLoggerNode(Node):
         }
         try:
             self.guard.check(0)
-            self.bag = BagWriter(path, custom_data=custom, compression=self.compression,
-                                 chunk_size=self.chunk_size, flush_period_s=self.flush_period_s,
-                                 fsync=self.fsync, disk_guard=self.guard, mode=self.writer_mode)
+            for _ in range(10):
+                try:
+                    # BagWriter checks its arguments before creating anything and, when it
+                    # fails, closes and removes what it created
+                    self.bag = BagWriter(path, custom_data=custom, compression=self.compression,
+                                         chunk_size=self.chunk_size, flush_period_s=self.flush_period_s,
+                                         fsync=self.fsync, disk_guard=self.guard, mode=self.writer_mode)
+                    break
+                except BagExistsError:  # taken meanwhile (another logger on this folder): next name
+                    path = unique_bag_dir(self.out, name)
+            else:
+                raise BagError(f"no free bag folder name for {name} under {self.out} after 10 tries")
         except DiskGuardError as exc:
             self._stop_recording(str(exc))
             return
         except (OSError, BagError) as exc:
-            self.get_logger().error(f"cannot open bag {path}: {exc}")
+            self.bag_open_failures += 1
+            msg = f"cannot open bag {path} for {ev.episode_id}/{ev.attempt}: {exc}; attempt not recorded"
+            self.get_logger().error(msg)
+            self.stats.error(msg)
             return
-        for t in self.topics:
-            if t in self.subs:
-                self._add_topic(t)
+        try:
+            for t in self.topics:
+                if t in self.subs:
+                    self._add_topic(t)
+        except (OSError, BagError) as exc:
+            self._stop_recording(f"cannot write to {path}: {exc}")
+            return
         if self.dataset is not None:
             self._dataset_call("start", self.dataset.on_start, ev)
         self.get_logger().info(f"recording attempt {ev.episode_id}/{ev.attempt} -> {path}")
@@ -444,7 +539,8 @@ class DataLoggerNode(Node):
         ru = resource.getrusage(resource.RUSAGE_SELF)
         stats = {"received": self.received, "recorded": self.recorded, "write_time_s": self.write_time_s,
                  "write_calls": sum(self.recorded.values()), "cpu_s": ru.ru_utime + ru.ru_stime,
-                 "writer_mode": self.writer_mode, "bags": self.closed_bags, "stopped_reason": self.stopped_reason}
+                 "writer_mode": self.writer_mode, "bags": self.closed_bags, "stopped_reason": self.stopped_reason,
+                 "skipped_topics": self.skipped, "bag_open_failures": self.bag_open_failures}
         try:
             with open(self.stats_file, "w") as f:
                 json.dump(stats, f, indent=2)
