@@ -201,3 +201,129 @@ def est_status(est, fr):
     for i in range(50):
         out = est.push(fr[i], 10.0 + i * 0.1)
     return out.status
+
+
+# ---- robustness: non-finite model output, stamps that do not advance ------------------------
+class NanOnce(Spy):
+    """A real model whose chunk is NaN (or inf) for the calls listed in `bad` (0-based)."""
+
+    def __init__(self, model, bad=(2,), value=float("nan")):
+        super().__init__(model)
+        self.untrained = False
+        self.bad, self.value = set(bad), value
+
+    def predict_chunk(self, window, prefix, text, elapsed_s=None):
+        out = super().predict_chunk(window, prefix, text, elapsed_s=elapsed_s)
+        if len(self.calls) - 1 in self.bad:
+            out = out.clone()
+            out[0, -1] = self.value
+        return out
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_model_output_is_an_invalid_estimate_and_not_kept(model, value):
+    from wvm_ros.core.streaming import NON_FINITE
+
+    spy = NanOnce(model, bad=(2,), value=value)
+    est = StreamingValueEstimator(spy, "t")
+    fr = frames(10, seed=6)
+    res = [est.push(fr[i], 100.0 + 0.5 * i) for i in range(10)]      # every frame sampled; call k at frame k + 1
+    bad = res[3]                                                        # the third call (frame 3, 101.5 s)
+    assert not bad.valid and np.isnan(bad.progress)
+    assert bad.status.startswith("non-finite model output") and "1 NaN/inf of 4" in bad.status
+    assert "stamp 101.500 s" in bad.status and est.counts[NON_FINITE] == 1
+    # its values were not kept: later prefix values and estimates are finite and valid
+    assert all(np.isfinite(p) for _, p, _ in spy.calls)
+    assert all(np.isfinite(v) for vals in est._preds.values() for v in vals)
+    assert all(r.valid and np.isfinite(r.progress) and r.status == "ok" for r in res[4:])
+
+
+def test_zero_stamp_in_a_good_stream_is_rejected_not_a_restart(model):
+    from wvm_ros.core.streaming import RESTARTS, ZERO_STAMP_STATUS, ZERO_STAMPS
+
+    spy = Spy(model)
+    est = StreamingValueEstimator(spy, "t")
+    fr = frames(12, seed=7)
+    for i in range(6):
+        last = est.push(fr[i], 1000.0 + 0.5 * i)
+    n = est.num_sampled
+    assert est.push(fr[6], 0.0) is last                                 # the latest estimate, unchanged
+    assert est.frame_status == ZERO_STAMP_STATUS and est.counts[ZERO_STAMPS] == 1
+    assert est.counts[RESTARTS] == 0 and est.num_sampled == n
+    e = est.push(fr[7], 1003.0)
+    assert e.valid and e.stamp_s == 1003.0 and est.frame_status == ""
+    assert spy.elapsed[-1] == pytest.approx(3.0)                        # still since the attempt's first frame
+    # offline stamps count from 0: a first frame at 0 is a frame like any other
+    est = StreamingValueEstimator(model, "t")
+    assert est.push(fr[0], 0.0) is None and est.push(fr[1], 0.5).valid and est.counts[ZERO_STAMPS] == 0
+    # the value node's setting: a stamp of 0 is never a frame's time
+    est = StreamingValueEstimator(model, "t", reject_zero_stamps=True)
+    assert est.push(fr[0], 0.0) is None and est.num_sampled == 0 and est.counts[ZERO_STAMPS] == 1
+
+
+def test_a_slightly_older_frame_is_dropped_as_stale_not_a_restart(model):
+    from wvm_ros.core.streaming import BACKWARD_TOLERANCE_S, RESTARTS, STALE_FRAMES
+
+    assert BACKWARD_TOLERANCE_S == 1.0
+    spy = Spy(model)
+    est = StreamingValueEstimator(spy, "t")
+    fr = frames(40, seed=8)
+    for i in range(30):
+        last = est.push(fr[i], 1000.0 + 0.1 * i)
+    n = est.num_sampled
+    assert est.push(fr[30], 1000.0 + 0.1 * 27) is last                 # 0.2 s older: jitter, a second publisher
+    assert est.counts[STALE_FRAMES] == 1 and est.counts[RESTARTS] == 0 and est.num_sampled == n
+    assert "stale frame" in est.frame_status and "0.200 s older" in est.frame_status
+    assert est.push(fr[31], 1000.0 + 0.1 * 29 - 0.999) is last and est.counts[STALE_FRAMES] == 2
+    e = est.push(fr[32], 1003.0)                                         # the stream goes on, same attempt
+    assert e.valid and est.num_sampled == n + 1 and spy.elapsed[-1] == pytest.approx(3.0)
+
+
+def test_a_large_backward_jump_starts_over_and_is_counted(model):
+    from wvm_ros.core.streaming import RESTARTS, STALE_FRAMES
+
+    est = StreamingValueEstimator(model, "t")
+    fr = frames(12, seed=9)
+    for i in range(6):
+        est.push(fr[i], 500.0 + 0.5 * i)
+    assert est.push(fr[6], 400.0) is None                              # a replayed bag restarting
+    assert est.num_sampled == 1 and est.counts[RESTARTS] == 1 and est.counts[STALE_FRAMES] == 0
+    assert "went back 102.500 s" in est.frame_status and "started over" in est.frame_status
+    assert est.push(fr[7], 400.5).valid and est.frame_status == ""
+    # the tolerance is a parameter: with 0.1 s, 0.2 s back starts over
+    est = StreamingValueEstimator(model, "t", backward_tolerance_s=0.1)
+    for i in range(4):
+        est.push(fr[i], 10.0 + 0.5 * i)
+    est.push(fr[4], 11.3)
+    assert est.counts[RESTARTS] == 1 and est.num_sampled == 1
+    with pytest.raises(ValueError, match="backward_tolerance_s must be a finite number of seconds >= 0, got -1"):
+        StreamingValueEstimator(model, "t", backward_tolerance_s=-1)
+
+
+def test_stamps_that_never_advance_are_counted_and_said(model):
+    from wvm_ros.core.streaming import REPEATED_STAMPS, STALLED_FRAMES, ZERO_STAMPS
+
+    fr = frames(STALLED_FRAMES + 5, seed=10)
+    # an image publisher that never sets header.stamp (all 0), as the value node sees it
+    est = StreamingValueEstimator(model, "t", reject_zero_stamps=True)
+    outs = []
+    for i in range(STALLED_FRAMES + 2):
+        outs.append(est.push(fr[i], 0.0))
+        assert (est.stamp_problem != "") == (i + 1 >= STALLED_FRAMES), i
+    assert all(o is None for o in outs) and est.num_sampled == 0
+    assert est.counts[ZERO_STAMPS] == STALLED_FRAMES + 2
+    assert est.stamp_problem.startswith("frames have no increasing header.stamp") and "stamped 0" in est.stamp_problem
+    # a stamp frozen at one value: every frame after the first repeats it
+    est = StreamingValueEstimator(model, "t")
+    for i in range(STALLED_FRAMES + 1):
+        est.push(fr[i], 42.0)
+    assert est.counts[REPEATED_STAMPS] == STALLED_FRAMES and est.num_sampled == 1
+    assert "newest frame used (42.000 s)" in est.stamp_problem and "repeats" in est.frame_status
+    est.push(fr[-1], 42.5)                                              # stamps advance again: said no more
+    assert est.stamp_problem == "" and est.frame_status == ""
+
+
+def test_a_non_finite_stamp_is_refused_naming_it(model):
+    est = StreamingValueEstimator(model, "t")
+    with pytest.raises(ValueError, match="stamp_s must be a finite number of seconds, got nan"):
+        est.push(frames(1)[0], float("nan"))

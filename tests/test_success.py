@@ -164,3 +164,42 @@ def test_experiment_cli_refuses_classifier_source_without_classifier(tmp_path, c
     assert main(["experiment", "retries", "--output", str(tmp_path), "--untrained", "--success-checkpoint",
                  str(tmp_path / "nope")]) == 2
     assert "success classifier checkpoint" in capsys.readouterr().err
+
+
+def test_with_success_is_a_drop_in_for_the_value_estimator():
+    """The value node calls set_task (a /wvm/task message, a START with another task), reset and
+    push on the wrapper, and reads the wrapped estimator's stamp reports through it."""
+    from wvm_ros.core.model import build_model, preset_config
+    from wvm_ros.core.streaming import REPEATED_STAMPS, StreamingValueEstimator
+
+    torch.manual_seed(0)
+    model = build_model(preset_config("tiny", num_layers=2, sample_fps=2.0, min_frames=2)).eval()
+    inner = StreamingValueEstimator(model, "push the T")
+    est = S.WithSuccess(inner, S.SuccessEstimator(_constant_classifier(1.0, (48, 64))))
+    est.set_task("push the block to the left")
+    assert inner.task == est.task == "push the block to the left"
+    with pytest.raises(TypeError, match="task must be a str"):
+        est.set_task(None)
+    assert est.estimate_fps == inner.estimate_fps and est.counts is inner.counts
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        est.no_such_thing
+    rng = np.random.default_rng(0)
+    fr = rng.integers(0, 255, (6, 48, 64, 3), dtype=np.uint8)
+    est.push(fr[0], 10.0)
+    e = est.push(fr[1], 10.5)
+    assert e.valid and e.success == pytest.approx(1 / (1 + math.exp(-1.0)), abs=1e-5)
+    latency = e.latency_s
+    assert est.push(fr[2], 10.5) is e                          # a repeated stamp: the same estimate, untouched
+    assert e.latency_s == latency and inner.counts[REPEATED_STAMPS] == 1
+    assert est.frame_status.startswith("frame stamp 10.500 s repeats") and est.stamp_problem == ""
+    est.reset()
+    assert est.num_sampled == 0 and est.push(fr[3], 20.0) is None
+
+
+def test_with_success_copes_with_a_half_built_wrapper():
+    import copy
+
+    w = S.WithSuccess.__new__(S.WithSuccess)   # as copy / pickle make it, before __dict__ is filled
+    with pytest.raises(AttributeError, match="no wrapped estimator"):
+        w.counts
+    assert copy.copy(w).__dict__ == {}

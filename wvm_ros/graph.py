@@ -43,7 +43,7 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "checkpoint": ("", "WVM checkpoint (.safetensors file or folder); empty: the shipped models/wvm-tiny-pusht"),
     "success_checkpoint": ("", "success classifier (`wvm train-success` folder) the value node publishes beside "
                                "progress; 'none': no classifier; empty: the params file's (the shipped "
-                               "models/success-pusht with the shipped value model)"),
+                               "models/success-pusht with a shipped PushT value model)"),
     "task": ("", "task instruction; empty: the value in the params file"),
     "record": ("true", "run the data logger (valued rosbags)"),
     "params_file": ("", "parameter YAML; empty: the package's config/wvm.yaml"),

@@ -148,7 +148,8 @@ def run_attempt(sim, policy_factory: Callable[[list[dict], int], Any], estimator
         events = []
         if step % sample_every == 0:     # the camera frames the estimator takes (estimate_fps)
             est = estimator.push(sim.render(), rel)
-            if est is not None and est.stamp_s != last_stamp:
+            # an invalid estimate (e.g. a non-finite model output) is ignored, as the policy node does
+            if est is not None and est.stamp_s != last_stamp and getattr(est, "valid", True):
                 last_stamp = est.stamp_s
                 pred = est.progress
                 psucc = est.success

@@ -27,20 +27,49 @@
   encoded once; it costs K times the predictions per second and removes the zero-order hold
   between 2 Hz estimates. `estimate_fps=None` (default) is the paper's stream, one estimate
   per sampled frame.
+* Stamps: a frame must be stamped later than the newest frame pushed so far. One stamped
+  earlier by at most `backward_tolerance_s` (BACKWARD_TOLERANCE_S, 1 s: jitter, a second
+  publisher on the topic) is dropped and counted as stale; one stamped further back starts
+  over as after `reset()` (a replayed bag restarting), counted. A repeated stamp is counted and
+  not used; a stamp of 0 (an unset ROS header.stamp) is rejected and counted, except as the
+  first frame after a reset (offline episodes count seconds from 0); with
+  `reject_zero_stamps=True` (the value node) it is always rejected. Rejected frames return the
+  latest estimate unchanged; `frame_status` says why the last frame was not used, `counts`
+  keeps the totals and `stamp_problem` says when STALLED_FRAMES frames in a row did not
+  advance the stamp (no estimate can come from them). A non-finite stamp raises ValueError.
+* Non-finite model output (NaN / inf in the chunk from `predict_chunk`): the estimate is
+  returned with valid=False and a status saying so; its values are not kept, so later windows'
+  prefix values and averages are not poisoned. Counted in `counts`.
 """
 from __future__ import annotations
 
+import math
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 
+BACKWARD_TOLERANCE_S = 1.0   # a stamp at most this far behind the newest is stale (dropped); further: start over
+STALLED_FRAMES = 10          # frames in a row that do not advance the stamp before `stamp_problem` says so
+
+# `counts` keys (also the value node's diagnostics counter names)
+ZERO_STAMPS = "frames with stamp 0"
+REPEATED_STAMPS = "frames with a repeated stamp"
+STALE_FRAMES = "stale frames (stamp went back)"
+RESTARTS = "restarts (stamp jumped back)"
+NON_FINITE = "non-finite model outputs"
+COUNT_KEYS = (ZERO_STAMPS, REPEATED_STAMPS, STALE_FRAMES, RESTARTS, NON_FINITE)
+ZERO_STAMP_STATUS = ("frame stamp is 0 (header.stamp not set?): frame not used; expected stamps that advance "
+                     "with every frame")
+NON_FINITE_STATUS = "non-finite model output"   # how the status of such an estimate starts
+
+
 @dataclass
 class ValueEstimate:
-    progress: float          # in [0, 1]
+    progress: float          # in [0, 1]; NaN when not valid (e.g. a non-finite model output)
     chunk: np.ndarray        # [h] float32: values of the h current frames, oldest first
     stamp_s: float           # stamp of the newest frame used
     latency_s: float         # compute time of this estimate
@@ -62,7 +91,18 @@ def dense_factor(sample_fps: float, estimate_fps: float | None) -> int:
 
 
 class StreamingValueEstimator:
-    def __init__(self, model, task: str = "", estimate_fps: float | None = None):
+    def __init__(self, model, task: str = "", estimate_fps: float | None = None,
+                 backward_tolerance_s: float = BACKWARD_TOLERANCE_S, reject_zero_stamps: bool = False):
+        tol = float(backward_tolerance_s)
+        if not math.isfinite(tol) or tol < 0:
+            raise ValueError(f"backward_tolerance_s must be a finite number of seconds >= 0, "
+                             f"got {backward_tolerance_s!r}")
+        self.backward_tolerance_s = tol
+        self.reject_zero_stamps = bool(reject_zero_stamps)
+        self.counts: Counter = Counter({k: 0 for k in COUNT_KEYS})   # totals, kept across resets
+        self.frame_status = ""       # why the last pushed frame was not used ("" when it was)
+        self._stalled = 0            # frames in a row that did not advance the stamp
+        self._stall_stamp: float | None = None
         self.model = model
         self.config = model.config
         self.h = int(self.config.h)
@@ -127,6 +167,46 @@ class StreamingValueEstimator:
                     else type(frame).__name__)
             raise ValueError(f"frame must be an np.ndarray [H, W, 3] uint8 RGB, got {desc}")
 
+    @property
+    def stamp_problem(self) -> str:
+        """Non-empty while the last STALLED_FRAMES or more frames all failed to advance the stamp."""
+        if self._stalled < STALLED_FRAMES:
+            return ""
+        what = ("stamped 0 (not set)" if self._stall_stamp is None else
+                f"stamped 0, repeated or older than the newest frame used ({self._stall_stamp:.3f} s)")
+        return (f"frames have no increasing header.stamp: {STALLED_FRAMES} or more frames in a row {what}; "
+                f"estimates need stamps that advance with every frame (does the image publisher set header.stamp?)")
+
+    def _check_stamp(self, stamp_s: float) -> bool:
+        """False (counted, `frame_status` says why) for a frame that must not be used; starts over
+        on a stamp far behind the newest one."""
+        last = self._last_stamp
+        if stamp_s == 0.0 and (self.reject_zero_stamps or last is not None):
+            self.counts[ZERO_STAMPS] += 1
+            self.frame_status = ZERO_STAMP_STATUS
+            return False
+        if last is not None and stamp_s <= last + 1e-6:
+            back = last - stamp_s
+            if back <= 1e-6:
+                self.counts[REPEATED_STAMPS] += 1
+                self.frame_status = (f"frame stamp {stamp_s:.3f} s repeats the newest frame's: frame not used; "
+                                     f"expected stamps that advance with every frame")
+                return False
+            if back <= self.backward_tolerance_s:
+                self.counts[STALE_FRAMES] += 1
+                self.frame_status = (f"stale frame: stamp {stamp_s:.3f} s is {back:.3f} s older than the newest "
+                                     f"frame's ({last:.3f} s): dropped (up to backward_tolerance_s "
+                                     f"{self.backward_tolerance_s:g} s behind is dropped, further starts over)")
+                return False
+            # time went back a lot (a replayed bag restarting, a new attempt without reset): start over
+            self.counts[RESTARTS] += 1
+            self.reset()
+            self.frame_status = (f"stamp went back {back:.3f} s (from {last:.3f} s to {stamp_s:.3f} s, more than "
+                                 f"backward_tolerance_s {self.backward_tolerance_s:g} s): started over")
+            return True
+        self.frame_status = ""
+        return True
+
     def _take(self, stamp_s: float) -> bool:
         """Decide whether this stamp is taken (a grid at estimate_fps, which defaults to sample_fps)."""
         if self._grid_t is None:
@@ -141,9 +221,14 @@ class StreamingValueEstimator:
     def push(self, frame: np.ndarray, stamp_s: float) -> ValueEstimate | None:
         self._validate(frame)
         stamp_s = float(stamp_s)
-        if self._last_stamp is not None and stamp_s < self._last_stamp - 1e-6:
-            # time went backwards (a replayed bag, a new attempt without reset): start over
-            self.reset()
+        if not math.isfinite(stamp_s):
+            raise ValueError(f"stamp_s must be a finite number of seconds, got {stamp_s!r}")
+        if not self._check_stamp(stamp_s):
+            if self._stalled == 0:
+                self._stall_stamp = self._last_stamp
+            self._stalled += 1
+            return self._last
+        self._stalled = 0
         self._last_stamp = stamp_s
         if not self._take(stamp_s):
             return self._last
@@ -179,6 +264,16 @@ class StreamingValueEstimator:
             elapsed = torch.tensor([stamp_s - self._first_stamp], device=window.device)
             chunk = self.model.predict_chunk(window, torch.tensor([prefix_value], device=window.device),
                                              self._text, elapsed_s=elapsed)[0].float().cpu().numpy()
+        if not np.all(np.isfinite(chunk)):
+            # kept out of the averages: later windows' prefix values and estimates stay finite
+            self.counts[NON_FINITE] += 1
+            bad = int(np.sum(~np.isfinite(chunk)))
+            self._last = ValueEstimate(
+                progress=float("nan"), chunk=chunk.astype(np.float32), stamp_s=stamp_s,
+                latency_s=time.perf_counter() - t0, valid=False,
+                status=(f"{NON_FINITE_STATUS}: predict_chunk gave {bad} NaN/inf of {chunk.size} values for the "
+                        f"window ending at stamp {stamp_s:.3f} s (expected finite values; estimate not used)"))
+            return self._last
         for j, k in enumerate(self._chunk_idx):
             if k >= 0:
                 self._preds.setdefault(k, []).append(float(chunk[j]))

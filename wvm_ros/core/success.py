@@ -195,18 +195,35 @@ class SuccessEstimator:
 class WithSuccess:
     """A value estimator whose estimates also carry the success probability of the same frame
     (`ValueEstimate.success`): what the value node publishes when it has a success classifier.
-    Used by `wvm experiment` so the experiment decides on exactly what the node publishes."""
+    Used by `wvm experiment` so the experiment decides on exactly what the node publishes.
+    Everything else (`set_task`, `task`, `frame_status`, `stamp_problem`, `counts`, ...) is the
+    wrapped estimator's: the wrapper is a drop-in for it."""
 
     def __init__(self, estimator, success: SuccessEstimator):
         self.inner, self.success = estimator, success
         self.estimate_fps = estimator.estimate_fps
+        self._prev = None   # the estimate returned last: returned again, it already has its success
+
+    def __getattr__(self, name: str):
+        # only called for names not found on the wrapper itself; `inner` is looked up in
+        # __dict__ so that a half-built wrapper (copy, pickle) does not recurse
+        inner = self.__dict__.get("inner")
+        if inner is None:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r} (no wrapped estimator yet)")
+        return getattr(inner, name)
+
+    def set_task(self, text: str) -> None:
+        self.inner.set_task(text)
 
     def reset(self) -> None:
         self.inner.reset()
+        self._prev = None
 
     def push(self, frame: np.ndarray, stamp_s: float):
         est = self.inner.push(frame, stamp_s)
-        if est is not None and est.stamp_s == stamp_s:   # a new estimate of this frame
+        # a new estimate of this frame (not the latest one again, e.g. for a frame with a repeated stamp)
+        if est is not None and est is not self._prev and est.stamp_s == stamp_s:
             est.success, dt = self.success.push(frame)
             est.latency_s += dt
+        self._prev = est
         return est

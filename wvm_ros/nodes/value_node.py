@@ -28,13 +28,26 @@ latest valid estimates (the chunk of the camera that triggered the message).
 Missing or unreadable checkpoint, or no usable backend: the node exits at start (code 2)
 with the path and the expected preset / the backends tried and why. Bad frames: rejected with one rate-limited error per topic, counted.
 Inference exceptions: Progress valid=false, diagnostics ERROR, the node keeps running.
+Non-finite model output (NaN / inf): Progress valid=false with status "non-finite model output ...",
+counted (`non-finite model outputs`), diagnostics ERROR, the node keeps running.
+
+Stamps (wvm_ros.core.streaming): each camera's frames must be stamped later than its newest
+one. A stamp of 0 (header.stamp not set) is rejected; a repeated stamp is not used; a stamp up
+to `stamp_backward_tolerance_s` (1 s) behind the newest is dropped as stale; further back
+starts the window over (a replayed bag restarting). All counted in /diagnostics and logged
+(rate-limited). When frames keep coming without an advancing stamp, Progress says "frames have
+no increasing header.stamp ..." and diagnostics go WARN. Frames stamped before the attempt's
+START are dropped and counted (`frames older than the attempt's START`); when that lasts
+START_AHEAD_WARN_S (1 s) diagnostics go WARN (the START is stamped ahead of the image clock).
 """
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +72,8 @@ from wvm_ros.ros.stamps import stamp_to_sec
 
 SHIPPED_CHECKPOINT = "models/wvm-tiny-pusht"
 SHIPPED_SUCCESS = "models/success-pusht"
+# the shipped PushT value models: with any of them the shipped PushT success classifier is the default
+SHIPPED_PUSHT_VALUE_MODELS = (SHIPPED_CHECKPOINT, "models/wvm-tiny-pusht-noclock")
 UNTRAINED_SEED = 0  # random weights are seeded: same weights -> same model hash -> cached ONNX reused
 EVENT_NAMES = {getattr(EpisodeEvent, n): n for n in
                ("START", "SUCCESS", "STALL", "REGRESSION", "TIMEOUT", "RETRY", "ABORT", "HUMAN_LABEL", "END",
@@ -66,6 +81,9 @@ EVENT_NAMES = {getattr(EpisodeEvent, n): n for n in
 
 
 UNTRAINED_NAMES = ("none", "untrained", "random")
+PRE_START = "frames older than the attempt's START"   # diagnostics counter
+START_AHEAD_WARN_S = 1.0   # frames older than the START for this long: diagnostics WARN
+CONDITION_HOLD_S = 5.0     # a standing warning (stamps, START ahead) clears this long after it was last seen
 
 
 def resolve_checkpoint(param: str) -> str | None:
@@ -84,18 +102,38 @@ def resolve_checkpoint(param: str) -> str | None:
 
 def resolve_success_checkpoint(param: str, value_param: str) -> str | None:
     """The success classifier to load: the parameter when set ("none": no classifier), else the
-    shipped PushT classifier when the value model is the shipped PushT one too (both default),
-    else none (a classifier of another task would be wrong)."""
+    shipped PushT classifier when the value model is a shipped PushT one (the default, or
+    `models/wvm-tiny-pusht` / `models/wvm-tiny-pusht-noclock` named by path), else none (a
+    classifier of another task would be wrong)."""
     if param.strip().lower() in ("none", "off", "false"):
         return None
     if param:
         return param
-    if value_param.strip():
-        return None
     from wvm_ros.graph import find_data
 
+    if value_param.strip():
+        def where(p: str) -> Path | None:
+            try:
+                return Path(p).expanduser().resolve()
+            except (OSError, RuntimeError):
+                return None
+
+        given = {where(value_param)}
+        rel = find_data(value_param.strip())      # "models/..." relative to the source tree / share dir
+        if rel is not None:
+            given.add(where(str(rel)))
+        shipped = {where(str(p)) for p in (find_data(m) for m in SHIPPED_PUSHT_VALUE_MODELS) if p is not None}
+        if not (given - {None}) & shipped:
+            return None
     p = find_data(SHIPPED_SUCCESS)
     return str(p) if p is not None else None
+
+
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
 
 
 class CheckpointMissing(RuntimeError):
@@ -129,6 +167,9 @@ class Camera:
     last: object | None = None         # latest ValueEstimate
     last_frame: np.ndarray | None = None
     stamps: dict = field(default_factory=dict)
+    counted: dict = field(default_factory=dict)   # the estimator's `counts` already added to the stats
+    pre_start_since: float | None = None          # monotonic time of the first frame older than START, this run
+    pre_start_run: int = 0                        # frames older than START in a row
 
 
 class ValueNode(Node):
@@ -150,6 +191,7 @@ class ValueNode(Node):
         self.stale_after_s = float(p("stale_after_s", 2.0).value)
         estimate_fps = float(p("estimate_fps", 10.0).value)
         self.estimate_fps = estimate_fps if estimate_fps > 0 else None
+        self.start_ahead_warn_s = START_AHEAD_WARN_S
         backend_params = dict(
             backend=str(p("backend", "onnxruntime").value), device=device,
             precision=str(p("precision", "fp32").value),
@@ -173,7 +215,14 @@ class ValueNode(Node):
 
         from wvm_ros.core.backends.wvm import create_value_backends
         from wvm_ros.core.model import ModelLoadError, load_value_model
-        from wvm_ros.core.streaming import StreamingValueEstimator
+        from wvm_ros.core.streaming import BACKWARD_TOLERANCE_S, StreamingValueEstimator
+
+        # declared here, after the checkpoint check: its default lives with the estimator (torch)
+        backward_tolerance_s = float(p("stamp_backward_tolerance_s", BACKWARD_TOLERANCE_S).value)
+        if not math.isfinite(backward_tolerance_s) or backward_tolerance_s < 0:
+            raise BadParameter(f"parameter stamp_backward_tolerance_s={backward_tolerance_s:g}: expected seconds >= 0 "
+                               f"(a frame stamped up to this much before the newest is dropped as stale, further "
+                               f"back starts the window over; default {BACKWARD_TOLERANCE_S:g})")
 
         ckpt = resolve_checkpoint(ck_param)
         if ckpt is None:
@@ -220,7 +269,9 @@ class ValueNode(Node):
         except ValueError as e:
             raise BadParameter(f"parameter estimate_fps={estimate_fps:g}: {e} (0: one estimate per sampled frame)") from e
         for i, t in enumerate(topics):
-            est = StreamingValueEstimator(self.infer_model, self.task, estimate_fps=self.estimate_fps)
+            # a ROS header.stamp of 0 is an unset stamp: never a frame's time
+            est = StreamingValueEstimator(self.infer_model, self.task, estimate_fps=self.estimate_fps,
+                                          backward_tolerance_s=backward_tolerance_s, reject_zero_stamps=True)
             if self.success_model is not None:   # P(done) of the same frame rides on each estimate
                 from wvm_ros.core.success import SuccessEstimator, WithSuccess
 
@@ -242,7 +293,12 @@ class ValueNode(Node):
                                  **({"backend auto timings": timings} if timings else {}),
                                  "image topics": ", ".join(topics),
                                  "estimates per second": f"{self.cameras[0].estimator.estimate_fps:g}"})
-        for k in ("dropped frames", "rejected frames", "errors"):
+        from wvm_ros.core.streaming import COUNT_KEYS, NON_FINITE, NON_FINITE_STATUS, ZERO_STAMP_STATUS
+
+        self._non_finite = (NON_FINITE, NON_FINITE_STATUS)
+        self._zero_stamp_status = ZERO_STAMP_STATUS
+
+        for k in ("dropped frames", "rejected frames", "errors", PRE_START, *COUNT_KEYS):
             self.stats.count(k, 0)
         warnings = []
         if self.untrained:
@@ -254,8 +310,10 @@ class ValueNode(Node):
             self.stats.extra["backend fallback"] = fb
             warnings.append(fb)
             self.get_logger().warning(fb)
-        if warnings:
-            self.stats.warn("; ".join(warnings))
+        self._base_warning = "; ".join(warnings) or None   # standing for the node's life
+        self._conditions: dict[str, tuple[float, str]] = {}  # key -> (monotonic time last seen, text)
+        self._cond_lock = threading.Lock()
+        self.stats.warn(self._base_warning)
         self.errlog = RateLimitedLog(5.0)
 
         self.pub_progress = self.create_publisher(Progress, "/wvm/progress", reliable(20))
@@ -303,16 +361,64 @@ class ValueNode(Node):
                 return
             stamp = Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec)
             t = stamp_to_sec(stamp)
+            ahead, dropped, was_ahead = None, False, False
             with self.lock:
                 if t < self.reset_after_s:
-                    self.stats.count("dropped frames")  # from before the current attempt
-                    return
-                if cam.pending is not None:
-                    self.stats.count("dropped frames")
-                cam.pending = (rgb, stamp, msg.header.frame_id, t)
-            self.stats.tick("input")
+                    # from before the current attempt: frames in flight at a START, or (when it
+                    # lasts) a START stamped ahead of the image clock
+                    dropped = True
+                    self.stats.count(PRE_START)
+                    now = time.monotonic()
+                    if cam.pre_start_since is None:
+                        cam.pre_start_since, cam.pre_start_run = now, 0
+                    cam.pre_start_run += 1
+                    if now - cam.pre_start_since >= self.start_ahead_warn_s:
+                        ahead = (f"frames older than the attempt's START on {cam.topic}: {cam.pre_start_run} frames "
+                                 f"in {now - cam.pre_start_since:.1f} s dropped, the newest stamped {t:.3f} s, "
+                                 f"{self.reset_after_s - t:.3f} s before the START's stamp {self.reset_after_s:.3f} s; "
+                                 f"expected image stamps at or after it ("
+                                 + ("stamp 0: does the image publisher set header.stamp?)" if t == 0.0 else
+                                    "is the START stamped on another clock than the camera, e.g. wall time vs "
+                                    "sim time?)"))
+                else:
+                    was_ahead, cam.pre_start_since, cam.pre_start_run = cam.pre_start_since is not None, None, 0
+                    if cam.pending is not None:
+                        self.stats.count("dropped frames")
+                    cam.pending = (rgb, stamp, msg.header.frame_id, t)
+            self.stats.tick("input")   # received, used or not
+            if dropped:
+                if ahead is not None:
+                    self._set_condition("start:" + cam.topic, ahead)
+                    if self.errlog.should_log("start:" + cam.topic):
+                        self.get_logger().warning(ahead + ". Further such frames are counted in /diagnostics and "
+                                                  "logged at most every 5 s.")
+                return
+            if was_ahead:
+                self._clear_condition("start:" + cam.topic)
             self.wake.set()
         return cb
+
+    # --- standing warnings (diagnostics WARN while a condition lasts) ---------------------
+    def _set_condition(self, key: str, text: str) -> None:
+        with self._cond_lock:
+            self._conditions[key] = (time.monotonic(), text)
+        self._refresh_warning()
+
+    def _clear_condition(self, key: str) -> None:
+        with self._cond_lock:
+            had = self._conditions.pop(key, None) is not None
+        if had:
+            self._refresh_warning()
+
+    def _refresh_warning(self) -> None:
+        """Diagnostics WARN = the node's standing warnings plus the conditions seen within CONDITION_HOLD_S."""
+        now = time.monotonic()
+        with self._cond_lock:
+            for k in [k for k, (seen, _) in self._conditions.items() if now - seen > CONDITION_HOLD_S]:
+                del self._conditions[k]
+            parts = [self._base_warning] if self._base_warning else []
+            parts += [txt for _, txt in self._conditions.values()]
+        self.stats.warn("; ".join(parts) or None)
 
     def _on_task(self, msg: String) -> None:
         with self.lock:
@@ -349,6 +455,7 @@ class ValueNode(Node):
     def _work(self) -> None:
         while self._running:
             if not self.wake.wait(timeout=0.2):
+                self._refresh_warning()   # conditions no longer seen expire
                 continue
             self.wake.clear()
             with self.lock:
@@ -380,6 +487,34 @@ class ValueNode(Node):
                             raise
                         return  # Ctrl-C shut the context down under a publish: stop quietly
 
+    def _count_estimator(self, cam: Camera) -> None:
+        """Add what the camera's estimator counted since last time (stamps, non-finite outputs) to the stats."""
+        counts = getattr(cam.estimator, "counts", None)
+        if not isinstance(counts, Mapping):
+            return
+        for k, v in counts.items():
+            d = int(v) - cam.counted.get(k, 0)
+            if d > 0:
+                self.stats.count(k, d)
+            cam.counted[k] = int(v)
+
+    def _stamp_report(self, cam: Camera) -> str:
+        """Say (log, diagnostics) why the frame just pushed was not used; the Progress status for it
+        ("" when it was used and the stamps advance)."""
+        problem = str(getattr(cam.estimator, "stamp_problem", "") or "")
+        why = str(getattr(cam.estimator, "frame_status", "") or "")
+        key = "stamps:" + cam.topic
+        if problem:   # frames keep coming without an advancing stamp: no estimate can come from them
+            self._set_condition(key, f"{cam.topic}: {problem}")
+        elif why == self._zero_stamp_status:   # an image publisher that does not set header.stamp
+            self._set_condition(key, f"{cam.topic}: {why}")
+        elif not why:
+            self._clear_condition(key)
+        if (problem or why) and self.errlog.should_log(key):
+            self.get_logger().warning(f"{cam.topic}: {problem or why}. Frames not used for their stamps are counted "
+                                      f"in /diagnostics and logged at most every 5 s.")
+        return problem or why
+
     def _infer(self, cam: Camera, rgb, stamp: Time, frame_id: str, t: float, episode) -> None:
         t0 = time.perf_counter()
         try:
@@ -389,6 +524,20 @@ class ValueNode(Node):
             self._publish(cam, None, stamp, frame_id, episode, status=f"inference error: {type(e).__name__}: {e}",
                           latency=time.perf_counter() - t0, frame=rgb)
             return
+        self._count_estimator(cam)
+        stamp_status = self._stamp_report(cam)
+        if stamp_status and (est is None or getattr(cam.estimator, "stamp_problem", "")):
+            # no estimate yet, or none can come while the stamps do not advance: say why
+            cam.last_frame = rgb
+            self._publish(cam, None, stamp, frame_id, episode, status=stamp_status,
+                          latency=time.perf_counter() - t0, frame=rgb)
+            return
+        if est is not None and bool(getattr(est, "valid", True)) and not _finite(getattr(est, "progress", math.nan)):
+            # an estimator that calls a non-finite value valid: never published as a number
+            est = copy.copy(est)
+            est.valid = False
+            est.status = (f"{self._non_finite[1]}: progress {getattr(est, 'progress', None)!r} "
+                          f"(expected a finite value in [0, 1]; estimate not used)")
         cam.last_frame = rgb
         cam.stamps[t] = (stamp, frame_id)
         while len(cam.stamps) > 256:
@@ -399,6 +548,11 @@ class ValueNode(Node):
             if new:
                 self.stats.add_latency(float(getattr(est, "latency_s", time.perf_counter() - t0)))
                 self.stats.tick("estimate")
+                status = str(getattr(est, "status", "") or "")
+                if not bool(getattr(est, "valid", True)) and status.startswith(self._non_finite[1]):
+                    if not isinstance(getattr(cam.estimator, "counts", None), Mapping):
+                        self.stats.count(self._non_finite[0])   # the estimator does not count them itself
+                    self._error(f"{cam.topic}: {status}")
                 if str(getattr(est, "status", "")).startswith("attempt clock"):
                     # a model with the elapsed-time input and no attempt START for longer than it
                     # was trained on: counted, said in Progress.status and (rate-limited) the log
@@ -419,7 +573,8 @@ class ValueNode(Node):
 
     def _fused(self, cam: Camera, now_s: float) -> float | None:
         vals = [c.last.progress for c in self.cameras
-                if c.last is not None and c.last.valid and (c is cam or now_s - c.last.stamp_s <= self.stale_after_s)]
+                if c.last is not None and c.last.valid and _finite(c.last.progress)
+                and (c is cam or now_s - c.last.stamp_s <= self.stale_after_s)]
         return float(np.mean(vals)) if vals else None
 
     def _fused_success(self, cam: Camera, now_s: float) -> float:
