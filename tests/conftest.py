@@ -53,6 +53,16 @@ def rclpy_context(ros_env):
         pass
 
 
+def stop_child(child) -> None:
+    """Kill a test's helper subprocess if it still runs, reap it and close its pipes."""
+    if child.poll() is None:
+        child.kill()
+    child.wait(timeout=10)
+    for stream in (child.stdin, child.stdout, child.stderr):
+        if stream is not None:
+            stream.close()
+
+
 def python_exe() -> str:
     return sys.executable
 

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from conftest import stop_child
 from wvm_ros.core import bag as B
 
 
@@ -291,11 +292,7 @@ def test_recovery_leaves_a_bag_of_another_live_process_alone(tmp_path, ending):
         # every message the writer wrote (and flushed) is in the file on disk
         assert B.count_messages_mcap(bag) == B.count_messages_rosbags(bag) == {"/chatter": 30}
     finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(timeout=10)
-        child.stdin.close()
-        child.stdout.close()
+        stop_child(child)
 
 
 @pytest.mark.parametrize("case,left_alone", [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import node_cmd, requires_ros
+from conftest import node_cmd, requires_ros, stop_child
 
 pytestmark = [requires_ros, pytest.mark.timeout(120)]
 
@@ -262,11 +262,7 @@ def test_start_leaves_a_bag_another_process_is_writing_alone(logger, tmp_path, c
         assert B.count_messages_mcap(bag) == B.count_messages_rosbags(bag) == {"/chatter": 25}
         assert B.bag_custom_data(bag)["outcome"] == "success"
     finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(timeout=10)
-        child.stdin.close()
-        child.stdout.close()
+        stop_child(child)
 
 
 def test_live_dataset_drop_counts_reach_the_diagnostics(logger, tmp_path):
