@@ -100,8 +100,7 @@ class TrainConfig:
     # clips whose current frames touch a labelled non-progress segment (hesitation, retry, ...)
     # are drawn this many times as often as others (1 = uniform over frames, the paper's sampling)
     segment_weight: float = 1.0
-    # how the value loss counts those clips: "sampled" (as drawn: w times as much, which also
-    # shifts the learned value towards non-progress where frames are ambiguous) or "uniform"
+    # how the value loss counts those clips: "sampled" (as drawn: w times as much) or "uniform"
     # (each clip's value loss weighted by 1 / w, so the value is fit as under uniform sampling and
     # the extra draws only add examples; the video loss is not weighted)
     segment_loss: str = "sampled"
