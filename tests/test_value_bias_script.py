@@ -44,3 +44,47 @@ def test_value_bias_reports_profile_chunk_errors_and_offset(tmp_path):
     assert rep["error_profile"]["expert"]["all_frames"] == pytest.approx(
         np.nanmean(np.concatenate([p - ep.gt for ep, p in zip(eps, preds) if ep.kind == "expert"])), abs=1e-9)
     assert set(rep["offset"]["metrics_with_offset"]) == {"expert_voc", "retry_voc", "hesitation_rmse"}
+
+
+@pytest.mark.skipif(not (CKPT / "model.safetensors").exists(), reason="shipped checkpoint not present")
+def test_prefix_loop_feeds_ground_truth_or_own_estimates(tmp_path):
+    import torch
+
+    from wvm_ros.core import evaluation as E
+    from wvm_ros.core.model import load_value_model
+
+    ds = make_dataset(tmp_path / "ds", kinds=("hesitation", "expert"))
+    vb = _script()
+    model = load_value_model(str(CKPT))
+    ep = E.load_lerobot_episodes(ds, progress=False)[0]
+    gt_loop = vb.prefix_loop_predictions(model, ep, "gt")
+    own_loop = vb.prefix_loop_predictions(model, ep, "own")
+    h = model.config.h
+    T = len(ep.gt)
+    stride = max(1, round((1.0 / float(np.median(np.diff(ep.timestamps)))) / model.config.sample_fps))
+    lat = model.encode_frames(ep.frames)
+    text = model.embed_text(ep.task)
+
+    def direct(t, p):
+        idx = np.clip(t + np.arange(-h, 1) * stride, 0, T - 1)
+        el = torch.tensor([ep.timestamps[t] - ep.timestamps[0]], dtype=torch.float32)
+        return float(model.predict_chunk(lat[torch.from_numpy(idx)][None], torch.tensor([p]), text, elapsed_s=el)[0, -1])
+
+    t = T - 1
+    assert gt_loop[t] == pytest.approx(direct(t, float(ep.gt[t - h * stride])), abs=1e-6)
+    assert own_loop[t] == pytest.approx(direct(t, float(own_loop[t - h * stride])), abs=1e-6)
+    assert ep.gt[0] == 0.0  # so both loops feed 0 before the first full window
+    assert np.allclose(gt_loop[:h * stride], own_loop[:h * stride], atol=1e-6)
+    with pytest.raises(ValueError, match="prefix must be"):
+        vb.prefix_loop_predictions(model, ep, "oracle")
+    assert vb.main(["--checkpoint", str(CKPT), "--dataset", str(ds), "--output", str(tmp_path / "out"),
+                    "--prefix-loop"]) == 0
+    rep = json.loads((tmp_path / "out" / "value_bias.json").read_text())["prefix_loop"]
+    assert rep["kinds"] == ["hesitation"] and rep["episodes"] == 1
+    assert set(rep) == {"kinds", "episodes", "gt_prefix", "own_prefix"}
+    assert rep["gt_prefix"]["metrics"]["hesitation_rmse"] is not None
+    assert rep["own_prefix"]["metrics"]["retry_voc"] is None  # no retry attempt in the loop: null, not NaN
+    assert "NaN" not in (tmp_path / "out" / "value_bias.json").read_text()
+    with pytest.raises(SystemExit):
+        vb.main(["--checkpoint", str(CKPT), "--dataset", str(ds), "--output", str(tmp_path / "out2"),
+                 "--prefix-loop", "--prefix-loop-kinds", "retry"])

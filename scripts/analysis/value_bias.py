@@ -7,6 +7,10 @@ node do) over a recorded split and reports:
   * the error of the four chunk positions when the window is fed the ground-truth prefix and
     the clip as recorded (`--window-episodes` expert attempts, a window every 0.3 s): where in
     the chunk the bias is, without the live loop's feedback;
+  * with `--prefix-loop`: the same live loop (a window every frame, the newest chunk position
+    published) fed the ground-truth value of the prefix frame instead of the model's own
+    estimate, and fed its own (newest-position) estimate: how much of the error the feedback
+    of the model's own values through the prefix adds (slow: one window per frame, no cache);
   * with `--fit-dataset`: a constant offset fitted there (mean error over all frames), added
     to the published value (not to the prefix the model is fed), and the benchmark metrics on
     the split with and without it.
@@ -40,7 +44,11 @@ def live_predictions(model, episodes) -> list[np.ndarray]:
 def scores(episodes, preds) -> dict:
     sc = [M.score_episode(p, ep.gt, ep.kind, ep.hesitation_segments) for ep, p in zip(episodes, preds)]
     agg = M.aggregate(sc)
-    return {k: agg.overall.get(k) for k in M.METRIC_KEYS}
+    out = {}
+    for k in M.METRIC_KEYS:  # None where no attempt of the kind the metric needs is in the split
+        v = agg.overall.get(k)
+        out[k] = None if v is None or not np.isfinite(v) else float(v)
+    return out
 
 
 def error_profile(episodes, preds, bins: int = 10) -> dict:
@@ -101,6 +109,48 @@ def chunk_position_errors(model, episodes, max_episodes: int = 25, every: int = 
     return [float(np.concatenate(e).mean()) for e in errs]
 
 
+@torch.no_grad()
+def prefix_loop_predictions(model, ep, prefix: str) -> np.ndarray:
+    """Newest-position estimate at every frame of `ep`, each window fed the prefix value
+    `prefix`: "gt" (the ground truth at the prefix frame; the first frame's before the start) or
+    "own" (this loop's own estimate of the prefix frame; 0 before the start, as the streaming
+    estimator does). Frames 1 / sample_fps apart, clamped to the attempt."""
+    if prefix not in ("gt", "own"):
+        raise ValueError(f"prefix must be 'gt' or 'own', got {prefix!r}")
+    c = model.config
+    h = int(c.h)
+    T = len(ep.gt)
+    fps = 1.0 / float(np.median(np.diff(ep.timestamps))) if T > 1 else float(c.sample_fps)
+    stride = max(1, int(round(fps / float(c.sample_fps))))
+    lat = model.encode_frames(ep.frames)
+    text = model.embed_text(ep.task)
+    out = np.zeros(T)
+    for t in range(T):
+        idx = np.clip(t + np.arange(-h, 1) * stride, 0, T - 1)
+        pi = t - h * stride
+        if prefix == "gt":
+            p = float(ep.gt[max(pi, 0)])
+        else:
+            p = float(out[pi]) if pi >= 0 else 0.0
+        elapsed = torch.tensor([ep.timestamps[t] - ep.timestamps[0]], dtype=torch.float32)
+        chunk = model.predict_chunk(lat[torch.from_numpy(idx)][None], torch.tensor([p]), text, elapsed_s=elapsed)
+        out[t] = float(chunk[0, -1])
+    return out
+
+
+def prefix_loop_report(model, episodes) -> dict:
+    """Benchmark metrics and mean errors of the loop fed the ground-truth prefix vs its own."""
+    rep = {}
+    for prefix in ("gt", "own"):
+        preds = [prefix_loop_predictions(model, ep, prefix) for ep in episodes]
+        hes = [(p - ep.gt)[a:b + 1] for ep, p in zip(episodes, preds) for a, b in ep.hesitation_segments]
+        rep[f"{prefix}_prefix"] = {
+            "metrics": scores(episodes, preds),
+            "mean_error_all_frames": float(np.concatenate([p - ep.gt for ep, p in zip(episodes, preds)]).mean()),
+            "mean_error_hesitation_frames": float(np.concatenate(hes).mean()) if hes else None}
+    return rep
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", required=True)
@@ -110,6 +160,10 @@ def main(argv=None) -> int:
     ap.add_argument("--max-episodes", type=int, default=None)
     ap.add_argument("--window-episodes", type=int, default=25)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--prefix-loop", action="store_true",
+                    help="also run the loop fed the ground-truth prefix vs its own (one window per frame; slow)")
+    ap.add_argument("--prefix-loop-kinds", default="hesitation",
+                    help="comma-separated attempt kinds the --prefix-loop runs on (default: hesitation)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_value_model(args.checkpoint)
@@ -119,6 +173,12 @@ def main(argv=None) -> int:
               "dataset": str(args.dataset), "episodes": len(episodes),
               "metrics": scores(episodes, preds), "error_profile": error_profile(episodes, preds),
               "chunk_position_errors_gt_prefix": chunk_position_errors(model, episodes, args.window_episodes)}
+    if args.prefix_loop:
+        kinds = {k.strip() for k in args.prefix_loop_kinds.split(",") if k.strip()}
+        chosen = [ep for ep in episodes if ep.kind in kinds]
+        if not chosen:
+            ap.error(f"--prefix-loop-kinds {args.prefix_loop_kinds!r}: no such attempts in {args.dataset}")
+        report["prefix_loop"] = {"kinds": sorted(kinds), "episodes": len(chosen), **prefix_loop_report(model, chosen)}
     if args.fit_dataset:
         fit_eps = E.load_lerobot_episodes(args.fit_dataset, max_episodes=args.max_episodes, progress=False)
         d = np.concatenate([p - ep.gt for ep, p in zip(fit_eps, live_predictions(model, fit_eps))])
@@ -132,6 +192,8 @@ def main(argv=None) -> int:
     print(json.dumps({k: report[k] for k in ("metrics", "chunk_position_errors_gt_prefix")}, indent=None))
     for kind, v in report["error_profile"].items():
         print(kind, json.dumps(v))
+    if "prefix_loop" in report:
+        print("prefix_loop", json.dumps(report["prefix_loop"]))
     if "offset" in report:
         print("offset", json.dumps(report["offset"]))
     return 0
