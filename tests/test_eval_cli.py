@@ -133,3 +133,89 @@ def test_cli_errors(dataset, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(ck), "--output", str(tmp_path / "o"), "--dataset", str(dataset),
                  "--baseline-checkpoint", str(tmp_path / "nosf"), "--no-progress"]) == 2
     assert "single-frame baseline checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(300)
+def test_workers_give_the_same_scores_as_one_process(dataset, tmp_path):
+    """Episodes shared out over forked workers: every method's predictions (the offline ones
+    taken from the live pass included) equal the one-process run's, in episode order. The parent
+    runs a 2-thread OpenMP region first: the workers must not hang on its thread pool."""
+    import torch
+
+    from wvm_ros.core.model import load_value_model
+
+    model = load_value_model(str(_tiny_wvm(tmp_path)))
+    eps = E.load_lerobot_episodes(dataset, progress=False)
+
+    def methods():
+        shared = {}
+        return [E.streaming_method(model, keep_offline=shared), E.offline_method(model, from_live=shared),
+                E.clock_method()]
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.nn.functional.adaptive_avg_pool2d(torch.rand(8, 64, 96, 96), (12, 12))
+        model.encode_frames(eps[0].frames[:8])
+        torch.set_num_threads(1)  # as the workers run: the same sums in the same order
+        one = E.evaluate(eps, methods(), progress=False, workers=1)
+        torch.set_num_threads(2)
+        two = E.evaluate(eps, methods(), progress=False, workers=2)
+    finally:
+        torch.set_num_threads(before)
+
+    for name in ("wvm", "wvm_offline", "blind_clock"):
+        assert set(two.results[name].predictions) == {e.episode_index for e in eps}
+        for e in eps:
+            np.testing.assert_array_equal(two.results[name].predictions[e.episode_index],
+                                          one.results[name].predictions[e.episode_index])
+        assert [s.episode_index for s in two.results[name].scores] == [e.episode_index for e in eps]
+    assert {k: v for k, v in two.to_json().items() if k not in ("model", "baselines")} == \
+        {k: v for k, v in one.to_json().items() if k not in ("model", "baselines")}
+    # offline estimates differ from the live ones (later windows are averaged in): the shared pass is used
+    assert not all(np.array_equal(one.results["wvm"].predictions[e.episode_index],
+                                  one.results["wvm_offline"].predictions[e.episode_index], equal_nan=True) for e in eps)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        E.evaluate(eps, methods(), progress=False, workers=0)
+
+
+@pytest.mark.timeout(120)
+def test_worker_errors_reach_the_caller(dataset):
+    eps = E.load_lerobot_episodes(dataset, progress=False)
+
+    def bad(ep):
+        if ep.episode_index == eps[-1].episode_index:
+            raise RuntimeError("broken on the last episode")
+        return np.zeros(ep.num_frames)
+
+    with pytest.raises(RuntimeError, match="broken on the last episode"):
+        E.evaluate(eps, [E.Method("bad", bad)], progress=False, workers=2)
+    short = E.Method("short", lambda ep: np.zeros(ep.num_frames - 1))
+    with pytest.raises(RuntimeError, match="method short: episode"):
+        E.evaluate(eps, [short], progress=False, workers=2)
+    assert E._SHARED is None  # a failed run leaves nothing behind for the next one
+
+
+@pytest.mark.timeout(300)
+def test_cli_workers_option(dataset, tmp_path, capsys):
+    from wvm_ros.cli.eval import eval_workers
+    from wvm_ros.cli.main import main
+
+    assert eval_workers(3, "cpu") == 3
+    assert eval_workers(0, "cpu") >= 1
+    assert eval_workers(0, "cuda") == 1 and eval_workers(1, "cuda:0") == 1
+    assert eval_workers(0, "cpu", threads=4) == 1 and eval_workers(1, "cpu", threads=4) == 1
+    with pytest.raises(ValueError, match="use --threads 1"):
+        eval_workers(2, "cpu", threads=4)
+    ck = _tiny_wvm(tmp_path)
+    common = ["eval", "--checkpoint", str(ck), "--dataset", str(dataset), "--no-progress", "--no-baselines"]
+    assert main([*common, "--output", str(tmp_path / "o"), "--workers", "-1"]) == 2
+    assert "--workers must be >= 0" in capsys.readouterr().err
+    assert main([*common, "--output", str(tmp_path / "o"), "--workers", "2", "--device", "cuda"]) == 2
+    assert "needs --device cpu" in capsys.readouterr().err
+    assert main([*common, "--output", str(tmp_path / "w1"), "--workers", "1", "--plots-per-kind", "0"]) == 0
+    assert main([*common, "--output", str(tmp_path / "w2"), "--workers", "2", "--plots-per-kind", "0"]) == 0
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("w1", "w2"))
+    assert a["episodes"] == b["episodes"]
+    assert {k: a[k] for k in ("expert_voc", "retry_voc", "hesitation_rmse")} == \
+        {k: b[k] for k in ("expert_voc", "retry_voc", "hesitation_rmse")}

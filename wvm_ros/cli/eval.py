@@ -13,6 +13,7 @@ The blind clock is always reported beside the model. See docs/evaluation.md.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -42,6 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: batch-1 streaming gains nothing from more, and on a "
                         "shared CPU extra threads made it 15x slower here)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes the episodes are shared out over, each with one torch thread; the scores "
+                        "do not depend on it (default 0: one per CPU core this process may use; 1 with --threads "
+                        "above 1 or --device other than cpu)")
     p.add_argument("--camera-key", default=None, help="dataset image/video feature (default: the only or first camera)")
     p.add_argument("--gt-key", default="progress", help="per-frame ground-truth progress column (default: progress)")
     p.add_argument("--max-episodes", type=int, default=None, help="evaluate only the first N episodes")
@@ -77,6 +82,30 @@ def _show(path: Path) -> str:
 def _err(msg: str) -> int:
     print(f"wvm eval: error: {msg}", file=sys.stderr)
     return 2
+
+
+def eval_workers(workers: int, device: str, threads: int = 1) -> int:
+    """--workers as a process count: 0 = one per CPU core available to this process. The workers
+    are forked and run one torch thread each, so more than one worker needs the CPU (a forked
+    process cannot use the parent's CUDA context) and --threads 1."""
+    if workers < 0:
+        raise ValueError(f"--workers must be >= 0 (0: one per CPU core), got {workers}")
+    on_cpu = str(device).split(":")[0] == "cpu"
+    if workers > 1 and not on_cpu:
+        raise ValueError(f"--workers {workers} needs --device cpu (got --device {device}); use --workers 1")
+    if workers > 1 and threads > 1:
+        raise ValueError(f"--workers {workers} runs one torch thread per worker: use --threads 1, "
+                         f"or --workers 1 for --threads {threads}")
+    if workers == 0:
+        import multiprocessing
+
+        if not on_cpu or threads > 1 or "fork" not in multiprocessing.get_all_start_methods():
+            return 1
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
+    return workers
 
 
 def _load_wvm(path: str, preset: str | None, device: str):
@@ -121,6 +150,10 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         return _err("--checkpoint PATH is required (the WVM checkpoint folder to evaluate)")
 
+    try:
+        workers = eval_workers(args.workers, args.device, args.threads)
+    except ValueError as e:
+        return _err(str(e))
     ck = Path(args.checkpoint)
     if not ck.exists():
         return _err(f"checkpoint {ck} does not exist (expected a WVM checkpoint folder, e.g. models/wvm-tiny-pusht)")
@@ -174,7 +207,7 @@ def _run(args: argparse.Namespace) -> int:
                 return _err(str(e))
     methods.append(E.clock_method())
 
-    report = E.evaluate(episodes, methods, progress=progress)
+    report = E.evaluate(episodes, methods, progress=progress, workers=workers)
     report.dataset = {"root": _show(dataset), "camera_key": args.camera_key, "gt_key": args.gt_key}
     js = E.write_report(report, out, primary="wvm", plots_per_kind=args.plots_per_kind)
     print(E.markdown_table(js))

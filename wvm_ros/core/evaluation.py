@@ -242,33 +242,104 @@ def _better(a, b, higher: bool):
     return bool(a > b) if higher else bool(a < b)
 
 
-def evaluate(episodes: Sequence[EvalEpisode], methods: Iterable[Method], progress: bool = True) -> EvalReport:
-    """Run every method on every episode and score it."""
+def evaluate(episodes: Sequence[EvalEpisode], methods: Iterable[Method], progress: bool = True,
+             workers: int = 1) -> EvalReport:
+    """Run every method on every episode and score it.
+
+    workers > 1: the episodes are shared out over that many forked worker processes (each runs
+    every method on its episodes, in the methods' order, with one torch thread: as in torch's
+    DataLoader workers, since GNU OpenMP's thread pool does not survive a fork);
+    the predictions are the same as with one process (each episode is estimated on its own), and
+    the scores are computed here in episode order. Needs the "fork" start method (Linux) and
+    models on the CPU; `MethodResult.seconds` is then summed over the workers."""
     from tqdm.auto import tqdm
 
     if not episodes:
         raise DatasetError("no episodes to evaluate")
     methods = list(methods)
-    results: dict[str, MethodResult] = {}
+    names = [m.name for m in methods]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            raise ValueError(f"method name {n!r} given twice")
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    workers = min(int(workers), len(episodes))
     total = len(episodes) * len(methods)
+    preds: dict[str, dict[int, np.ndarray]] = {m.name: {} for m in methods}
+    seconds = {m.name: 0.0 for m in methods}
     with tqdm(total=total, desc="wvm eval", unit="episode", disable=not progress) as bar:
-        for m in methods:
-            if m.name in results:
-                raise ValueError(f"method name {m.name!r} given twice")
-            t0 = time.perf_counter()
-            scores, preds = [], {}
-            for ep in episodes:
-                bar.set_postfix(method=m.name, episode=ep.episode_index)
-                p = np.asarray(m.predict(ep), dtype=np.float64)
-                if p.shape != (ep.num_frames,):
-                    raise RuntimeError(f"method {m.name}: episode {ep.episode_index}: {p.shape} predictions "
-                                       f"for {ep.num_frames} frames")
-                preds[ep.episode_index] = p
-                scores.append(M.score_episode(p, ep.gt, ep.kind, ep.hesitation_segments,
-                                              episode_index=ep.episode_index, task=ep.task))
-                bar.update(1)
-            results[m.name] = MethodResult(m, scores, M.aggregate(scores), preds, time.perf_counter() - t0)
+        if workers > 1:
+            bar.set_postfix(workers=workers)
+            for i, out in _predict_parallel(episodes, methods, workers):
+                for name, (p, dt) in out.items():
+                    preds[name][i] = _checked(name, episodes[i], p)
+                    seconds[name] += dt
+                bar.update(len(methods))
+        else:
+            for m in methods:
+                t0 = time.perf_counter()
+                for i, ep in enumerate(episodes):
+                    bar.set_postfix(method=m.name, episode=ep.episode_index)
+                    preds[m.name][i] = _checked(m.name, ep, m.predict(ep))
+                    bar.update(1)
+                seconds[m.name] = time.perf_counter() - t0
+    results: dict[str, MethodResult] = {}
+    for m in methods:
+        scores = [M.score_episode(preds[m.name][i], ep.gt, ep.kind, ep.hesitation_segments,
+                                  episode_index=ep.episode_index, task=ep.task) for i, ep in enumerate(episodes)]
+        by_index = {ep.episode_index: preds[m.name][i] for i, ep in enumerate(episodes)}
+        results[m.name] = MethodResult(m, scores, M.aggregate(scores), by_index, seconds[m.name])
     return EvalReport(list(episodes), results)
+
+
+def _checked(name: str, ep: EvalEpisode, p) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    if p.shape != (ep.num_frames,):
+        raise RuntimeError(f"method {name}: episode {ep.episode_index}: {p.shape} predictions "
+                           f"for {ep.num_frames} frames")
+    return p
+
+
+#: (episodes, methods) of the parallel evaluation in progress: set before the workers are forked,
+#: so they inherit the models and frames (copy-on-write) instead of receiving pickles
+_SHARED: tuple | None = None
+
+
+def _worker_init() -> None:
+    import torch
+
+    # one thread: a parallel region of more than one thread, in a process forked from one whose
+    # OpenMP team had started, waits forever on threads that the fork did not copy
+    torch.set_num_threads(1)
+
+
+def _predict_episode(i: int):
+    episodes, methods = _SHARED
+    out = {}
+    for m in methods:  # in order: an offline method takes the live pass's estimates of this episode
+        t0 = time.perf_counter()
+        p = np.asarray(m.predict(episodes[i]), dtype=np.float64)
+        out[m.name] = (p, time.perf_counter() - t0)
+    return i, out
+
+
+def _predict_parallel(episodes, methods, workers: int):
+    """Yield (episode position, {method: (predictions, seconds)}) as forked workers finish them."""
+    import multiprocessing as mp
+
+    global _SHARED
+    if "fork" not in mp.get_all_start_methods():
+        raise RuntimeError("evaluating with workers > 1 needs the 'fork' start method (Linux); use workers=1")
+    if _SHARED is not None:
+        raise RuntimeError("a parallel evaluation is already running in this process")
+    _SHARED = (list(episodes), list(methods))
+    try:
+        with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+            # longest episodes first, so that no worker is left with a long one at the end
+            order = sorted(range(len(episodes)), key=lambda i: -episodes[i].num_frames)
+            yield from pool.imap_unordered(_predict_episode, order)
+    finally:
+        _SHARED = None
 
 
 # --------------------------------------------------------------------------------------
