@@ -263,3 +263,20 @@ def test_elapsed_time_input(tmp_path):
                            m.predict_chunk(w, p, t, elapsed_s=torch.tensor([3.0, 7.0])))
     with pytest.raises(ValueError, match="elapsed_max_s must be > 0"):
         preset_config("tiny", elapsed_input=True, elapsed_max_s=0)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"image_size": (0, 0)}, "image_size must be 2 sizes, each >= 1, got [0, 0]"),
+    ({"image_size": (64,)}, "image_size must be 2 sizes"),
+    ({"encoder_channels": ()}, "encoder_channels must be one or more widths"),
+    ({"num_layers": 0}, "num_layers must be >= 1, got 0"),
+    ({"latent_channels": -4}, "latent_channels must be >= 1, got -4"),
+    ({"value_train_shift": float("nan")}, "value_train_shift must be > 0"),
+    ({"image_size": (16, 16)}, "must be divisible by the encoder downsampling"),
+])
+def test_config_rejects_impossible_shapes_naming_them(override, message):
+    """A config that cannot build a model fails in the config, naming the field (a zero image
+    size used to surface as a conv error deep in the first training step)."""
+    with pytest.raises(ValueError) as e:
+        preset_config("tiny", **override)
+    assert message in str(e.value)

@@ -172,6 +172,13 @@ def test_cli_config_file_and_flags(tmp_path):
     assert c.segment_loss == "uniform" and TrainConfig().segment_loss == "sampled"
     with pytest.raises(ValueError, match="invalid training hyper-parameters"):
         TrainConfig(steps=0)
+    # each bad value is named with what was expected, NaN included, and nothing else is dumped
+    with pytest.raises(ValueError) as e:
+        TrainConfig(steps=0, lr=float("nan"), rewind_ratio=0.8, plateau_ratio=0.3)
+    msg = str(e.value)
+    assert "steps: expected >= 1, got 0" in msg and "lr: expected > 0, got nan" in msg
+    assert "rewind_ratio + plateau_ratio: expected each >= 0, sum <= 1, got 0.8 + 0.3" in msg
+    assert "TrainConfig(" not in msg and "batch_size" not in msg
 
 
 def test_cli_resume_keeps_the_runs_settings(tmp_path):

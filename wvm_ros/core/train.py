@@ -124,18 +124,24 @@ class TrainConfig:
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         self.datasets = [str(d) for d in self.datasets]
-        checks = [("steps", self.steps >= 1), ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
-                  ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1), ("warmup_steps", self.warmup_steps >= 0),
-                  ("grad_clip", self.grad_clip > 0), ("lambda_video", self.lambda_video >= 0),
-                  ("segment_weight", self.segment_weight > 0), ("ema_decay", 0 <= self.ema_decay < 1),
-                  ("segment_loss (sampled | uniform)", self.segment_loss in ("sampled", "uniform")),
-                  ("val_every", self.val_every >= 0),
-                  ("prefix_random_p", 0 <= self.prefix_random_p <= 1),
-                  ("rewind_ratio + plateau_ratio", 0 <= self.rewind_ratio and 0 <= self.plateau_ratio
-                   and self.rewind_ratio + self.plateau_ratio <= 1)]
-        bad = [n for n, ok in checks if not ok]
+        r, pl = self.rewind_ratio, self.plateau_ratio
+        checks = [("steps", self.steps, ">= 1", self.steps >= 1),
+                  ("batch_size", self.batch_size, ">= 1", self.batch_size >= 1),
+                  ("lr", self.lr, "> 0", self.lr > 0),
+                  ("min_lr_ratio", self.min_lr_ratio, "in [0, 1]", 0 <= self.min_lr_ratio <= 1),
+                  ("warmup_steps", self.warmup_steps, ">= 0", self.warmup_steps >= 0),
+                  ("grad_clip", self.grad_clip, "> 0", self.grad_clip > 0),
+                  ("lambda_video", self.lambda_video, ">= 0", self.lambda_video >= 0),
+                  ("segment_weight", self.segment_weight, "> 0", self.segment_weight > 0),
+                  ("ema_decay", self.ema_decay, "in [0, 1)", 0 <= self.ema_decay < 1),
+                  ("segment_loss", self.segment_loss, "'sampled' or 'uniform'", self.segment_loss in ("sampled", "uniform")),
+                  ("val_every", self.val_every, ">= 0", self.val_every >= 0),
+                  ("prefix_random_p", self.prefix_random_p, "in [0, 1]", 0 <= self.prefix_random_p <= 1),
+                  ("rewind_ratio + plateau_ratio", f"{r} + {pl}", "each >= 0, sum <= 1", 0 <= r and 0 <= pl and r + pl <= 1)]
+        # comparisons with NaN are False, so NaN fails every check above
+        bad = [f"{name}: expected {want}, got {got}" for name, got, want, ok in checks if not ok]
         if bad:
-            raise ValueError(f"invalid training hyper-parameters: {', '.join(bad)} (got {self})")
+            raise ValueError(f"invalid training hyper-parameters: {'; '.join(bad)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -56,8 +56,24 @@ class WVMConfig:
         self.image_size = tuple(int(v) for v in self.image_size)  # type: ignore[assignment]
         self.encoder_channels = tuple(int(v) for v in self.encoder_channels)  # type: ignore[assignment]
         self.patch_size = tuple(int(v) for v in self.patch_size)  # type: ignore[assignment]
-        if self.h < 1:
-            raise ValueError(f"h must be >= 1, got {self.h}")
+        positive = {"h": self.h, "min_frames": self.min_frames, "latent_channels": self.latent_channels,
+                    "text_dim": self.text_dim, "text_max_len": self.text_max_len, "video_hidden": self.video_hidden,
+                    "video_ffn": self.video_ffn, "num_heads": self.num_heads, "head_dim": self.head_dim,
+                    "num_layers": self.num_layers, "freq_dim": self.freq_dim, "value_hidden": self.value_hidden,
+                    "value_ffn": self.value_ffn, "num_train_timesteps": self.num_train_timesteps}
+        for name, v in positive.items():
+            if not v >= 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        shapes = [("image_size", self.image_size, 2), ("patch_size", self.patch_size, 3)]
+        if self.frame_encoder == "conv":  # the Wan VAE has its own
+            shapes.append(("encoder_channels", self.encoder_channels, None))
+        for name, vals, n in shapes:
+            if (n is not None and len(vals) != n) or not vals or min(vals) < 1:
+                count = f"{n} sizes" if n else "one or more widths"
+                raise ValueError(f"{name} must be {count}, each >= 1, got {list(vals)}")
+        if not (self.video_train_shift > 0 and self.value_train_shift > 0):
+            raise ValueError(f"video_train_shift and value_train_shift must be > 0, got "
+                             f"{self.video_train_shift} and {self.value_train_shift}")
         if self.sample_fps <= 0:
             raise ValueError(f"sample_fps must be > 0, got {self.sample_fps}")
         if self.video_hidden != self.num_heads * self.head_dim:
