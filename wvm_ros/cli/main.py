@@ -46,6 +46,7 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
             p.set_defaults(_run=module.run)
+            parser.set_defaults(_subparser=p)
     return parser
 
 
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wvm: unknown command {chosen!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     parser = _build_parser(chosen)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported with the command's own usage, not the top-level one
+        (getattr(args, "_subparser", None) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if not argv else 2
