@@ -97,3 +97,23 @@ def test_shipped_checkpoint_uses_the_clock_and_the_noclock_one_does_not():
             early = m.predict_chunk(lat, torch.tensor([0.2]), text, elapsed_s=torch.tensor([2.0]))
             late = m.predict_chunk(lat, torch.tensor([0.2]), text, elapsed_s=torch.tensor([20.0]))
         assert ((early - late).abs().max() > 1e-3) == uses_clock
+
+
+CANDIDATE = Path(__file__).resolve().parents[1] / "models" / "wvm-tiny-pusht-5x"
+
+
+@pytest.mark.skipif(not (CANDIDATE / "model.safetensors").is_file(), reason="candidate checkpoint not present")
+def test_candidate_checkpoint_matches_its_card():
+    """The 5x-data candidate loads as tiny, and its card states its id and the validation record
+    that training wrote into its config."""
+    assert sum(f.stat().st_size for f in CANDIDATE.iterdir()) < 50e6
+    model = load_value_model(CANDIDATE, "tiny")
+    assert not model.untrained and model.config.elapsed_input and tuple(model.config.image_size) == (96, 96)
+    card = (CANDIDATE / "README.md").read_text()
+    assert model.checkpoint_id in card and "not the default" in card
+    meta = json.loads((CANDIDATE / "config.json").read_text())["meta"]
+    val = meta["val"]
+    assert val["dataset"] == "runs/data/pusht-val" and meta["step"] == val["step"]
+    row = f"{val['expert_voc']:.3f} / {val['retry_voc']:.3f} / {val['hesitation_rmse']:.3f}"
+    assert row in card
+    assert len(meta["train_config"]["datasets"]) == 10 and meta["train_config"]["steps"] == 4800
