@@ -44,6 +44,9 @@ def test_value_bias_reports_profile_chunk_errors_and_offset(tmp_path):
     assert rep["error_profile"]["expert"]["all_frames"] == pytest.approx(
         np.nanmean(np.concatenate([p - ep.gt for ep, p in zip(eps, preds) if ep.kind == "expert"])), abs=1e-9)
     assert set(rep["offset"]["metrics_with_offset"]) == {"expert_voc", "retry_voc", "hesitation_rmse"}
+    assert rep["estimate_fps"] == 10.0   # as wvm eval and the value node; 0 = the paper's 2 Hz stream
+    paper = vb.live_predictions(load_value_model(str(CKPT)), eps[:1], 0)
+    assert np.isfinite(paper[0]).sum() > 0 and not np.allclose(paper[0], preds[0], equal_nan=True)
 
 
 @pytest.mark.skipif(not (CKPT / "model.safetensors").exists(), reason="shipped checkpoint not present")

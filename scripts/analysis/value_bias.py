@@ -1,7 +1,9 @@
 """Is the live value estimate biased, where, and how much would a constant offset buy?
 
-Runs a WVM checkpoint through `StreamingValueEstimator` (exactly as `wvm eval` and the value
-node do) over a recorded split and reports:
+Runs a WVM checkpoint through `StreamingValueEstimator` (as `wvm eval` and the value node do, at
+`--estimate-fps`, default 10 as theirs; 0 = the paper's 2 Hz stream, which is what this script
+ran before 2026-11-27 and what the figures of docs/model.md that quote it were measured with)
+over a recorded split and reports:
   * the mean error (prediction - ground truth) per tenth of the attempt, per attempt kind, and
     over the frames of the hesitations;
   * the error of the four chunk positions when the window is fed the ground-truth prefix and
@@ -36,8 +38,10 @@ from wvm_ros.core.model import load_value_model
 KINDS = ("expert", "hesitation", "retry")
 
 
-def live_predictions(model, episodes) -> list[np.ndarray]:
-    method = E.streaming_method(model)
+def live_predictions(model, episodes, estimate_fps: float | None = 10.0) -> list[np.ndarray]:
+    """The live estimate of every frame; `estimate_fps` as `wvm eval --estimate-fps` (10, the value
+    node's default; None or 0: the paper's stream, one estimate per sampled frame)."""
+    method = E.streaming_method(model, estimate_fps=estimate_fps or None)
     return [method.predict(ep) for ep in episodes]
 
 
@@ -160,6 +164,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-episodes", type=int, default=None)
     ap.add_argument("--window-episodes", type=int, default=25)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--estimate-fps", type=float, default=10.0,
+                    help="live estimates per second, as wvm eval (default 10; 0: one per 2 Hz sample)")
     ap.add_argument("--prefix-loop", action="store_true",
                     help="also run the loop fed the ground-truth prefix vs its own (one window per frame; slow)")
     ap.add_argument("--prefix-loop-kinds", default="hesitation",
@@ -168,9 +174,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     model = load_value_model(args.checkpoint)
     episodes = E.load_lerobot_episodes(args.dataset, max_episodes=args.max_episodes, progress=False)
-    preds = live_predictions(model, episodes)
+    if args.estimate_fps < 0:
+        ap.error(f"--estimate-fps: expected >= 0, got {args.estimate_fps:g}")
+    preds = live_predictions(model, episodes, args.estimate_fps)
     report = {"checkpoint": str(args.checkpoint), "checkpoint_id": getattr(model, "checkpoint_id", "?"),
-              "dataset": str(args.dataset), "episodes": len(episodes),
+              "dataset": str(args.dataset), "episodes": len(episodes), "estimate_fps": args.estimate_fps,
               "metrics": scores(episodes, preds), "error_profile": error_profile(episodes, preds),
               "chunk_position_errors_gt_prefix": chunk_position_errors(model, episodes, args.window_episodes)}
     if args.prefix_loop:
@@ -181,7 +189,7 @@ def main(argv=None) -> int:
         report["prefix_loop"] = {"kinds": sorted(kinds), "episodes": len(chosen), **prefix_loop_report(model, chosen)}
     if args.fit_dataset:
         fit_eps = E.load_lerobot_episodes(args.fit_dataset, max_episodes=args.max_episodes, progress=False)
-        d = np.concatenate([p - ep.gt for ep, p in zip(fit_eps, live_predictions(model, fit_eps))])
+        d = np.concatenate([p - ep.gt for ep, p in zip(fit_eps, live_predictions(model, fit_eps, args.estimate_fps))])
         offset = float(-d[np.isfinite(d)].mean())
         shifted = [np.clip(p + offset, 0.0, 1.0) for p in preds]
         report["offset"] = {"fit_dataset": str(args.fit_dataset), "offset": offset,
