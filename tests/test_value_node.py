@@ -296,16 +296,19 @@ def test_default_success_checkpoint_follows_the_value_model(monkeypatch, tmp_pat
     import wvm_ros.graph as graph
     from wvm_ros.nodes.value_node import SHIPPED_SUCCESS, resolve_success_checkpoint
 
-    succ, value, noclock = tmp_path / "succ", tmp_path / "wvm", tmp_path / "noclock"
-    for d in (succ, value, noclock):
+    succ, value, noclock, v480 = tmp_path / "succ", tmp_path / "wvm", tmp_path / "noclock", tmp_path / "w480"
+    for d in (succ, value, noclock, v480):
         d.mkdir()
-    found = {SHIPPED_SUCCESS: succ, "models/wvm-tiny-pusht": value, "models/wvm-tiny-pusht-noclock": noclock}
+    found = {SHIPPED_SUCCESS: succ, "models/wvm-tiny-pusht": value, "models/wvm-tiny-pusht-noclock": noclock,
+             "models/wvm-tiny-pusht-480": v480}
     monkeypatch.setattr(graph, "find_data", lambda rel: found.get(rel))
     assert resolve_success_checkpoint("", "") == str(succ)            # shipped value model: shipped classifier
     # the shipped PushT value models named by path (absolute or as models/...): the same
     assert resolve_success_checkpoint("", str(value)) == str(succ)
     assert resolve_success_checkpoint("", "models/wvm-tiny-pusht-noclock") == str(succ)
     assert resolve_success_checkpoint("", str(noclock) + "/") == str(succ)
+    assert resolve_success_checkpoint("", "models/wvm-tiny-pusht-480") == str(succ)
+    assert resolve_success_checkpoint("", str(v480)) == str(succ)
     assert resolve_success_checkpoint("", "/my/wvm") is None          # another value model: none by default
     assert resolve_success_checkpoint("", str(tmp_path)) is None
     assert resolve_success_checkpoint("/my/succ", "/my/wvm") == "/my/succ"

@@ -73,7 +73,7 @@ from wvm_ros.ros.stamps import stamp_to_sec
 SHIPPED_CHECKPOINT = "models/wvm-tiny-pusht"
 SHIPPED_SUCCESS = "models/success-pusht"
 # the shipped PushT value models: with any of them the shipped PushT success classifier is the default
-SHIPPED_PUSHT_VALUE_MODELS = (SHIPPED_CHECKPOINT, "models/wvm-tiny-pusht-noclock")
+SHIPPED_PUSHT_VALUE_MODELS = (SHIPPED_CHECKPOINT, "models/wvm-tiny-pusht-noclock", "models/wvm-tiny-pusht-480")
 UNTRAINED_SEED = 0  # random weights are seeded: same weights -> same model hash -> cached ONNX reused
 EVENT_NAMES = {getattr(EpisodeEvent, n): n for n in
                ("START", "SUCCESS", "STALL", "REGRESSION", "TIMEOUT", "RETRY", "ABORT", "HUMAN_LABEL", "END",
@@ -103,7 +103,7 @@ def resolve_checkpoint(param: str) -> str | None:
 def resolve_success_checkpoint(param: str, value_param: str) -> str | None:
     """The success classifier to load: the parameter when set ("none": no classifier), else the
     shipped PushT classifier when the value model is a shipped PushT one (the default, or
-    `models/wvm-tiny-pusht` / `models/wvm-tiny-pusht-noclock` named by path), else none (a
+    `models/wvm-tiny-pusht` / `-noclock` / `-480` named by path), else none (a
     classifier of another task would be wrong)."""
     if param.strip().lower() in ("none", "off", "false"):
         return None
