@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="WVM estimates per second: a multiple of the model's sample_fps; every frame taken at this "
                         "rate gets its own estimate from a window at sample_fps spacing (default 10, the value "
                         "node's default; 0: one estimate per sampled frame, the paper's stream)")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="score the WVMs' raw estimates, without their checkpoints' value offsets "
+                        "(`wvm calibrate-value`; by default each WVM is scored as the value node publishes it)")
     p.add_argument("--preset", default=None, help="WVM preset the checkpoints were trained with (default: from the checkpoint)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1,
@@ -179,9 +182,12 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as e:
         return _err(f"--estimate-fps {args.estimate_fps:g}: {e} (0: one estimate per sampled frame)")
     shared = None if args.no_offline else {}      # the offline scores come from the same pass
-    methods.append(E.streaming_method(model, "wvm", {"checkpoint": str(ck)}, estimate_fps=fps, keep_offline=shared))
+    offset = 0.0 if args.no_calibration else None     # None: each checkpoint's own calibration
+    methods.append(E.streaming_method(model, "wvm", {"checkpoint": str(ck)}, estimate_fps=fps, keep_offline=shared,
+                                      value_offset=offset))
     if not args.no_offline:
-        methods.append(E.offline_method(model, info={"checkpoint": str(ck)}, estimate_fps=fps, from_live=shared))
+        methods.append(E.offline_method(model, info={"checkpoint": str(ck)}, estimate_fps=fps, from_live=shared,
+                                        value_offset=offset))
 
     if not args.no_baselines:
         nv = args.no_video_checkpoint or (str(DEFAULT_NO_VIDEO) if DEFAULT_NO_VIDEO.exists() else None)
@@ -193,7 +199,8 @@ def _run(args: argparse.Namespace) -> int:
                 return _err(f"--no-video-checkpoint {nv} does not exist (expected a WVM checkpoint trained with lambda=0)")
             try:
                 methods.append(E.streaming_method(_load_wvm(nv, args.preset, args.device), "wvm_no_video",
-                                                  {"checkpoint": _show(Path(nv))}, estimate_fps=fps))
+                                                  {"checkpoint": _show(Path(nv))}, estimate_fps=fps,
+                                                  value_offset=offset))
             except ModelLoadError as e:
                 return _err(str(e))
         bl = args.baseline_checkpoint or (str(DEFAULT_BASELINE) if DEFAULT_BASELINE.exists() else None)

@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim-collect": ("wvm_ros.cli.sim_collect", "record simulated PushT attempts as a LeRobot dataset"),
     "train": ("wvm_ros.cli.train", "train a WVM on local LeRobot datasets"),
     "train-success": ("wvm_ros.cli.train_success", "train the success classifier the value node publishes beside progress"),
+    "calibrate-value": ("wvm_ros.cli.calibrate_value",
+                        "fit a WVM checkpoint's value offset on validation splits (written to its config.json)"),
     "eval": ("wvm_ros.cli.eval", "value benchmark: Expert-VOC, Retry-VOC, Hesitation-RMSE vs baselines"),
     "model-info": ("wvm_ros.cli.model_info", "build a preset on the meta device and print parameter counts"),
     "export": ("wvm_ros.cli.export", "export to ONNX (with numerical check) and build TensorRT engines"),

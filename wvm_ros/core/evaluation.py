@@ -122,24 +122,30 @@ def single_frame_method(model, name: str = "single_frame", info: dict | None = N
 
 
 def streaming_method(model, name: str = "wvm", info: dict | None = None,
-                     estimate_fps: float | None = None, keep_offline: dict | None = None) -> Method:
+                     estimate_fps: float | None = None, keep_offline: dict | None = None,
+                     value_offset: float | None = None) -> Method:
     """Run a WVM through `StreamingValueEstimator`, exactly as the value node does.
 
     Every frame is pushed with its dataset timestamp; a frame's prediction is the estimate
     returned by that push (the latest estimate between samples); frames before the first
     estimate are NaN (not scored). `keep_offline`: a dict that receives each episode's offline
     (overlap-averaged) estimates of the same pass, for `offline_method(..., from_live=...)`.
+    `value_offset`: added to the published values as the value node does; None: the
+    checkpoint's calibration (0 without one), 0.0: the raw estimates.
     """
-    from wvm_ros.core.streaming import estimate_episode
+    from wvm_ros.core.streaming import estimate_episode, resolve_value_offset
+
+    offset = resolve_value_offset(model, value_offset)
 
     def predict(ep: EvalEpisode) -> np.ndarray:
-        r = estimate_episode(model, ep.frames, ep.timestamps, ep.task, estimate_fps=estimate_fps)
+        r = estimate_episode(model, ep.frames, ep.timestamps, ep.task, estimate_fps=estimate_fps,
+                             value_offset=offset)
         if keep_offline is not None:
             keep_offline[ep.episode_index] = r["smoothed"].astype(np.float64)
         return r["online"].astype(np.float64)
 
     base = {"checkpoint_id": getattr(model, "checkpoint_id", "?"), "preset": getattr(model, "name", "?"),
-            "estimate_fps": estimate_fps or float(model.config.sample_fps)}
+            "estimate_fps": estimate_fps or float(model.config.sample_fps), "value_offset": offset}
     try:
         base["num_parameters"] = int(sum(p.numel() for p in model.parameters()))
     except Exception:
@@ -148,23 +154,26 @@ def streaming_method(model, name: str = "wvm", info: dict | None = None,
 
 
 def offline_method(model, name: str = "wvm_offline", info: dict | None = None,
-                   estimate_fps: float | None = None, from_live: dict | None = None) -> Method:
+                   estimate_fps: float | None = None, from_live: dict | None = None,
+                   value_offset: float | None = None) -> Method:
     """The same WVM scored on its offline estimates: every sampled frame gets the average of
     all the windows that cover it (up to h, later windows included), as the paper's inference
     describes ("windows overlap; overlapping predictions are averaged"). Not causal: a live
     node cannot publish these (it reports the newest window's estimate, `streaming_method`).
     `from_live`: the `keep_offline` dict of a streaming method run before this one on the same
-    episodes (the same windows; saves a second pass)."""
-    from wvm_ros.core.streaming import estimate_episode
+    episodes (the same windows; saves a second pass; give both the same `value_offset`)."""
+    from wvm_ros.core.streaming import estimate_episode, resolve_value_offset
+
+    offset = resolve_value_offset(model, value_offset)
 
     def predict(ep: EvalEpisode) -> np.ndarray:
         if from_live is not None and ep.episode_index in from_live:
             return from_live.pop(ep.episode_index)
-        return estimate_episode(model, ep.frames, ep.timestamps, ep.task,
-                                estimate_fps=estimate_fps)["smoothed"].astype(np.float64)
+        return estimate_episode(model, ep.frames, ep.timestamps, ep.task, estimate_fps=estimate_fps,
+                                value_offset=offset)["smoothed"].astype(np.float64)
 
     base = {"checkpoint_id": getattr(model, "checkpoint_id", "?"), "preset": getattr(model, "name", "?"),
-            "estimate_fps": estimate_fps or float(model.config.sample_fps),
+            "estimate_fps": estimate_fps or float(model.config.sample_fps), "value_offset": offset,
             "protocol": "offline: overlap-averaged over all windows covering a frame (not causal)"}
     return Method(name, predict, {**base, **(info or {})})
 

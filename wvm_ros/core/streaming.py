@@ -14,7 +14,12 @@
 * Overlap: windows advance one sampled frame at a time, so every sampled frame is predicted by
   up to h windows; their predictions are averaged. The prefix value of a window is the averaged
   estimate of its prefix frame (all windows that cover it are done by then; 0 at the start).
-* `progress` is the averaged estimate of the newest sampled frame, clipped to [0, 1].
+* `progress` is the averaged estimate of the newest sampled frame plus the model's value
+  offset (`value_offset`, from the checkpoint's `calibration`; 0 when it has none), clipped to
+  [0, 1]. The offset is a constant fitted on validation splits (`wvm calibrate-value`) that
+  removes the mean error of the published values; it is never added to the prefix values the
+  model is fed (those stay what the model was trained on). `value_offset=0.0` gives the raw
+  estimate.
 * Elapsed time: every prediction is given the seconds from the attempt's first frame to the
   window's newest frame; a model built with `elapsed_input` uses it (reset the estimator at
   every attempt start: the value node does), the others ignore it. Past the model's
@@ -53,6 +58,7 @@ import torch
 
 
 BACKWARD_TOLERANCE_S = 1.0   # a stamp at most this far behind the newest is stale (dropped); further: start over
+MAX_VALUE_OFFSET = 0.5      # a larger calibration offset means the model, not its level, is wrong
 STALLED_FRAMES = 10          # frames in a row that do not advance the stamp before `stamp_problem` says so
 
 # `counts` keys (also the value node's diagnostics counter names)
@@ -65,6 +71,19 @@ COUNT_KEYS = (ZERO_STAMPS, REPEATED_STAMPS, STALE_FRAMES, RESTARTS, NON_FINITE)
 ZERO_STAMP_STATUS = ("frame stamp is 0 (header.stamp not set?): frame not used; expected stamps that advance "
                      "with every frame")
 NON_FINITE_STATUS = "non-finite model output"   # how the status of such an estimate starts
+
+
+def resolve_value_offset(model, value_offset: float | None = None) -> float:
+    """The offset added to published values: `value_offset`, or the model's own
+    (`model.value_offset`, 0 when it has none). Must be finite and within +-0.5."""
+    off = getattr(model, "value_offset", 0.0) if value_offset is None else value_offset
+    try:
+        off = float(off)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_offset: expected a number, got {off!r}") from None
+    if not math.isfinite(off) or abs(off) > MAX_VALUE_OFFSET:
+        raise ValueError(f"value_offset: expected a finite number within +-{MAX_VALUE_OFFSET:g}, got {off!r}")
+    return off
 
 
 @dataclass
@@ -92,7 +111,9 @@ def dense_factor(sample_fps: float, estimate_fps: float | None) -> int:
 
 class StreamingValueEstimator:
     def __init__(self, model, task: str = "", estimate_fps: float | None = None,
-                 backward_tolerance_s: float = BACKWARD_TOLERANCE_S, reject_zero_stamps: bool = False):
+                 backward_tolerance_s: float = BACKWARD_TOLERANCE_S, reject_zero_stamps: bool = False,
+                 value_offset: float | None = None):
+        self.value_offset = resolve_value_offset(model, value_offset)
         tol = float(backward_tolerance_s)
         if not math.isfinite(tol) or tol < 0:
             raise ValueError(f"backward_tolerance_s must be a finite number of seconds >= 0, "
@@ -279,7 +300,7 @@ class StreamingValueEstimator:
                 self._preds.setdefault(k, []).append(float(chunk[j]))
         for k in [k for k in self._preds if k < idx - 2 * self.h * self.k]:
             del self._preds[k]
-        progress = float(np.clip(self.averaged(idx), 0.0, 1.0))
+        progress = float(np.clip(self.averaged(idx) + self.value_offset, 0.0, 1.0))
         status = "ok" if not getattr(self.model, "untrained", False) else "untrained model"
         limit = float(getattr(self.config, "elapsed_max_s", 0.0) or 0.0)
         if getattr(self.config, "elapsed_input", False) and limit > 0 and stamp_s - self._first_stamp > limit:
@@ -290,14 +311,16 @@ class StreamingValueEstimator:
         return self._last
 
 
-def estimate_episode(model, frames, stamps, task: str, estimate_fps: float | None = None) -> dict[str, np.ndarray]:
+def estimate_episode(model, frames, stamps, task: str, estimate_fps: float | None = None,
+                     value_offset: float | None = None) -> dict[str, np.ndarray]:
     """Run the streaming estimator over one recorded attempt.
 
     Returns per input frame: `online` (what the estimator reported at that frame, i.e. the
     latest valid estimate; NaN while warming up) and `smoothed` (the final overlap-averaged
     estimate of the latest sampled frame at or before it, i.e. what an offline pass over the
-    whole attempt gives), plus `sampled` (bool mask of the frames taken into windows)."""
-    est = StreamingValueEstimator(model, task, estimate_fps=estimate_fps)
+    whole attempt gives), plus `sampled` (bool mask of the frames taken into windows). Both
+    include the value offset (`value_offset`, default the model's own; 0.0: raw estimates)."""
+    est = StreamingValueEstimator(model, task, estimate_fps=estimate_fps, value_offset=value_offset)
     n = len(frames)
     online = np.full(n, np.nan, dtype=np.float64)
     sample_idx = np.full(n, -1, dtype=np.int64)
@@ -316,6 +339,6 @@ def estimate_episode(model, frames, stamps, task: str, estimate_fps: float | Non
         if e is not None and e.valid:
             last = e.progress
         online[i] = last
-    final = {k: float(np.clip(np.mean(v), 0, 1)) for k, v in all_preds.items()}
+    final = {k: float(np.clip(np.mean(v) + est.value_offset, 0, 1)) for k, v in all_preds.items()}
     smoothed = np.array([final.get(int(k), np.nan) for k in sample_idx], dtype=np.float32)
     return {"online": online, "smoothed": smoothed, "sampled": sampled}

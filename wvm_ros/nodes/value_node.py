@@ -191,6 +191,8 @@ class ValueNode(Node):
         self.stale_after_s = float(p("stale_after_s", 2.0).value)
         estimate_fps = float(p("estimate_fps", 10.0).value)
         self.estimate_fps = estimate_fps if estimate_fps > 0 else None
+        # the checkpoint's value offset (`wvm calibrate-value`) is added to published values; false: raw
+        self.apply_value_calibration = bool(p("apply_value_calibration", True).value)
         self.start_ahead_warn_s = START_AHEAD_WARN_S
         backend_params = dict(
             backend=str(p("backend", "onnxruntime").value), device=device,
@@ -271,7 +273,8 @@ class ValueNode(Node):
         for i, t in enumerate(topics):
             # a ROS header.stamp of 0 is an unset stamp: never a frame's time
             est = StreamingValueEstimator(self.infer_model, self.task, estimate_fps=self.estimate_fps,
-                                          backward_tolerance_s=backward_tolerance_s, reject_zero_stamps=True)
+                                          backward_tolerance_s=backward_tolerance_s, reject_zero_stamps=True,
+                                          value_offset=None if self.apply_value_calibration else 0.0)
             if self.success_model is not None:   # P(done) of the same frame rides on each estimate
                 from wvm_ros.core.success import SuccessEstimator, WithSuccess
 
@@ -292,7 +295,8 @@ class ValueNode(Node):
                                  "backend start-up (s)": f"{self.backend_start_s:.2f}",
                                  **({"backend auto timings": timings} if timings else {}),
                                  "image topics": ", ".join(topics),
-                                 "estimates per second": f"{self.cameras[0].estimator.estimate_fps:g}"})
+                                 "estimates per second": f"{self.cameras[0].estimator.estimate_fps:g}",
+                                 "value offset": self._offset_text()})
         from wvm_ros.core.streaming import COUNT_KEYS, NON_FINITE, NON_FINITE_STATUS, ZERO_STAMP_STATUS
 
         self._non_finite = (NON_FINITE, NON_FINITE_STATUS)
@@ -338,7 +342,14 @@ class ValueNode(Node):
             f"(requested {opts.backend}{'; auto timings ' + timings if timings else ''}, ready in "
             f"{self.backend_start_s:.1f} s); cameras {topics}; "
             f"window h={getattr(cfg, 'h', '?')} at {getattr(cfg, 'sample_fps', '?')} fps, "
-            f"{self.cameras[0].estimator.estimate_fps:g} estimates/s; task {self.task!r}")
+            f"{self.cameras[0].estimator.estimate_fps:g} estimates/s; value offset {self._offset_text()}; "
+            f"task {self.task!r}")
+
+    def _offset_text(self) -> str:
+        off = float(getattr(self.model, "value_offset", 0.0) or 0.0)
+        if not self.apply_value_calibration:
+            return f"off (apply_value_calibration false; the checkpoint's is {off:+.4f})"
+        return f"{off:+.4f}" + ("" if off else " (the checkpoint has no calibration)")
 
     # --- subscription callbacks (fast: validate, store, wake the worker) --------------------
     def _expected(self) -> str:

@@ -1,6 +1,12 @@
 """WVM checkpoints: a directory with `model.safetensors` + `config.json` (+ `training_state.pt`
 when saved by the trainer, for resuming).
 
+`config.json` may hold a `calibration` object, written by `wvm calibrate-value` after training:
+`{"value_offset": float, ...}` (with what it was fitted on). The loaded model carries it as
+`model.value_offset` (0.0 without one) and `model.calibration`; the streaming estimator adds
+the offset to the values it publishes (wvm_ros.core.streaming). It does not change the
+weights or the checkpoint id (the hash of `model.safetensors`).
+
 `load_value_model(checkpoint, preset, device)` is the one entry point the nodes use.
 """
 from __future__ import annotations
@@ -96,6 +102,37 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def read_calibration(doc: dict[str, Any], path: str | Path = "?") -> tuple[dict[str, Any], float]:
+    """The `calibration` object of a checkpoint config and its value offset ({} and 0.0 if none).
+    A malformed one is a ModelLoadError naming the checkpoint and what was expected."""
+    from wvm_ros.core.streaming import MAX_VALUE_OFFSET
+
+    cal = doc.get("calibration")
+    if cal is None:
+        return {}, 0.0
+    if not isinstance(cal, dict) or "value_offset" not in cal:
+        raise ModelLoadError(f"checkpoint {path}: {CONFIG} 'calibration' must be an object with 'value_offset', "
+                             f"got {cal!r}")
+    off = cal["value_offset"]
+    if isinstance(off, bool) or not isinstance(off, (int, float)) or not abs(float(off)) <= MAX_VALUE_OFFSET:
+        raise ModelLoadError(f"checkpoint {path}: {CONFIG} calibration.value_offset must be a finite number within "
+                             f"+-{MAX_VALUE_OFFSET:g}, got {off!r}")
+    return dict(cal), float(off)
+
+
+def write_calibration(path: str | Path, calibration: dict[str, Any] | None) -> None:
+    """Set (or, with None, remove) the `calibration` object of checkpoint `path`'s config.json,
+    atomically; the weights are not touched."""
+    path = Path(path)
+    doc = read_checkpoint_config(path)
+    if calibration is None:
+        doc.pop("calibration", None)
+    else:
+        read_calibration({"calibration": calibration}, path)   # validate before writing
+        doc["calibration"] = calibration
+    _atomic_write(path / CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2) + "\n"))
+
+
 def load_value_model(checkpoint: str | os.PathLike | None, preset: str | None = "tiny",
                      device: str | torch.device = "cpu") -> WorldValueModel:
     """Build the model of `preset` and load `checkpoint` into it.
@@ -161,7 +198,13 @@ def load_value_model(checkpoint: str | os.PathLike | None, preset: str | None = 
                              f"{cfg.value_hidden}, {cfg.num_layers} layers): " + "; ".join(parts))
     model.load_state_dict(state, strict=True)
     model.eval()
+    model.calibration, model.value_offset = read_calibration(doc, path)
     model.untrained = False
     model.checkpoint_id = file_hash(weights)
+    fitted_for = model.calibration.get("checkpoint_id")
+    if fitted_for not in (None, "?", model.checkpoint_id):
+        raise ModelLoadError(f"checkpoint {path}: its calibration was fitted for weights {fitted_for} but "
+                             f"{WEIGHTS} is {model.checkpoint_id} (run `wvm calibrate-value` again, or "
+                             f"`wvm calibrate-value --remove`)")
     model.checkpoint_path = str(path)
     return model

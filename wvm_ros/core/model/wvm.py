@@ -148,6 +148,10 @@ class WorldValueModel(nn.Module):
         self.checkpoint_id = "UNTRAINED"
         self.untrained = True
         self.checkpoint_path: str | None = None
+        # added to published values by the streaming estimator; set from the checkpoint's
+        # `calibration` (wvm calibrate-value), 0.0 for a model without one
+        self.value_offset = 0.0
+        self.calibration: dict = {}
         self._rope_cache: dict = {}
 
     # ---- convenience -------------------------------------------------------------------
