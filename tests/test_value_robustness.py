@@ -241,3 +241,21 @@ def test_the_stamp_tolerance_parameter_reaches_the_estimators(rclpy_context, tmp
         assert est.backward_tolerance_s == 0.25 and est.reject_zero_stamps
     finally:
         node.destroy_node()
+
+
+def test_the_checkpoint_value_offset_reaches_the_estimators_unless_turned_off(rclpy_context, tmp_path):
+    """A calibrated checkpoint (`wvm calibrate-value`): the node's estimators add its offset to
+    what they publish, diagnostics say so; `apply_value_calibration false` publishes raw values."""
+    from wvm_ros.core.model import build_model, file_hash, save_checkpoint
+    from wvm_ros.core.model.checkpoint import write_calibration
+
+    ck = tmp_path / "ck"
+    save_checkpoint(build_model("tiny", "cpu", seed=0), ck)
+    write_calibration(ck, {"value_offset": 0.0321, "checkpoint_id": file_hash(ck / "model.safetensors")})
+    for apply, offset, said in ((True, 0.0321, "+0.0321"), (False, 0.0, "off (apply_value_calibration false")):
+        node = _node(rclpy_context, tmp_path, apply_value_calibration=apply)
+        try:
+            assert node.cameras[0].estimator.value_offset == pytest.approx(offset)
+            assert node.stats.extra["value offset"].startswith(said)
+        finally:
+            node.destroy_node()
