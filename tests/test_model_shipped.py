@@ -119,3 +119,21 @@ def test_shipped_checkpoint_card_states_its_recipe_and_the_default_before_loads(
     assert old.checkpoint_id != load_value_model(CKPT, "tiny").checkpoint_id
     assert old.checkpoint_id in (OLD_DEFAULT / "README.md").read_text()
     assert sum(f.stat().st_size for f in OLD_DEFAULT.iterdir()) < 50e6
+
+
+@pytest.mark.skipif(not (CKPT / "model.safetensors").is_file(), reason="shipped checkpoint not present")
+def test_shipped_value_offsets_were_fitted_on_validation_splits_for_these_weights():
+    """The shipped WVMs' value offsets (docs/model.md, "Value offset"): fitted for exactly these
+    weights, on the two validation splits only (never the held-out one), stated in the cards,
+    and what the streaming estimator adds to the published value."""
+    from wvm_ros.core.streaming import StreamingValueEstimator
+
+    for ck, offset in ((CKPT, 0.0212), (CKPT.parent / "wvm-tiny-pusht-novideo", 0.0317)):
+        model = load_value_model(ck, "tiny")
+        cal = json.loads((ck / "config.json").read_text())["calibration"]
+        assert model.value_offset == pytest.approx(offset) == pytest.approx(cal["value_offset"])
+        assert cal["checkpoint_id"] == model.checkpoint_id
+        assert [c["split"] for c in cal["fitted_on"]] == ["runs/data/pusht-val", "runs/data/pusht-val150"]
+        assert not any("heldout" in c["split"] for c in cal["fitted_on"])
+        assert f"{offset:+.4f}" in (ck / "README.md").read_text()
+        assert StreamingValueEstimator(model, "t").value_offset == pytest.approx(offset)
