@@ -45,6 +45,13 @@ def test_value_bias_reports_profile_chunk_errors_and_offset(tmp_path):
         np.nanmean(np.concatenate([p - ep.gt for ep, p in zip(eps, preds) if ep.kind == "expert"])), abs=1e-9)
     assert set(rep["offset"]["metrics_with_offset"]) == {"expert_voc", "retry_voc", "hesitation_rmse"}
     assert rep["estimate_fps"] == 10.0   # as wvm eval and the value node; 0 = the paper's 2 Hz stream
+    # the model's own (raw) estimate, without the shipped checkpoint's value offset
+    from wvm_ros.core.streaming import estimate_episode
+
+    model = load_value_model(str(CKPT))
+    assert model.value_offset != 0.0
+    raw = estimate_episode(model, eps[0].frames, eps[0].timestamps, eps[0].task, estimate_fps=10.0, value_offset=0.0)
+    np.testing.assert_allclose(preds[0], raw["online"], equal_nan=True)
     paper = vb.live_predictions(load_value_model(str(CKPT)), eps[:1], 0)
     assert np.isfinite(paper[0]).sum() > 0 and not np.allclose(paper[0], preds[0], equal_nan=True)
 

@@ -39,9 +39,11 @@ KINDS = ("expert", "hesitation", "retry")
 
 
 def live_predictions(model, episodes, estimate_fps: float | None = 10.0) -> list[np.ndarray]:
-    """The live estimate of every frame; `estimate_fps` as `wvm eval --estimate-fps` (10, the value
-    node's default; None or 0: the paper's stream, one estimate per sampled frame)."""
-    method = E.streaming_method(model, estimate_fps=estimate_fps or None)
+    """The raw live estimate of every frame (without the checkpoint's value offset, so the bias
+    measured is the model's own; `wvm calibrate-value` fits the offset that removes its mean);
+    `estimate_fps` as `wvm eval --estimate-fps` (10, the value node's default; None or 0: the
+    paper's stream, one estimate per sampled frame)."""
+    method = E.streaming_method(model, estimate_fps=estimate_fps or None, value_offset=0.0)
     return [method.predict(ep) for ep in episodes]
 
 
