@@ -13,7 +13,8 @@ from wvm_ros.core import evaluation as E
 from wvm_ros.core.model import ModelLoadError, build_model, load_value_model, preset_config, save_checkpoint
 from wvm_ros.core.model.checkpoint import read_calibration, write_calibration
 from wvm_ros.core.streaming import StreamingValueEstimator, estimate_episode, resolve_value_offset
-from wvm_ros.core.value_calibration import CalibrationFitError, fit_value_offset, offset_from_predictions
+from wvm_ros.core.value_calibration import (CalibrationFitError, fit_value_offset, offset_from_predictions,
+                                            rate_mismatch)
 
 from test_eval_cli import make_dataset
 from test_streaming import Spy, frames
@@ -168,7 +169,12 @@ def test_cli_fit_write_dry_run_remove_and_refusals(dataset, tmp_path, capsys):
         js = json.loads((o / "metrics.json").read_text())
         assert js["model"]["info"]["value_offset"] == pytest.approx(off)
         assert js["baselines"]["wvm_offline"]["info"]["value_offset"] == pytest.approx(off)
-    capsys.readouterr()
+        assert "was fitted at" not in capsys.readouterr().err
+    # scored at another rate than the offset was fitted at: said
+    assert main(["eval", "--checkpoint", str(ck), "--dataset", str(dataset), "--output", str(tmp_path / "e2"),
+                 "--no-baselines", "--no-progress", "--workers", "1", "--plots-per-kind", "0",
+                 "--estimate-fps", "0"]) == 0
+    assert "was fitted at 10 estimates/s, used at 2" in capsys.readouterr().err
     assert main(["calibrate-value", "--checkpoint", str(ck), "--remove"]) == 0
     assert "calibration" not in json.loads((ck / "config.json").read_text())
     # refusals, each naming what was expected
@@ -181,3 +187,10 @@ def test_cli_fit_write_dry_run_remove_and_refusals(dataset, tmp_path, capsys):
     assert main(["calibrate-value", "--checkpoint", str(ck), "--dataset", str(tmp_path / "nods"),
                  "--no-progress"]) == 2
     assert "nods" in capsys.readouterr().err
+
+
+def test_rate_mismatch_says_both_rates():
+    assert rate_mismatch(None, 10.0) == "" and rate_mismatch({}, 10.0) == ""
+    assert rate_mismatch({"estimate_fps": 10.0}, 10.0) == ""
+    note = rate_mismatch({"estimate_fps": 10.0}, 2.0)
+    assert "fitted at 10 estimates/s, used at 2" in note and "--estimate-fps 2" in note

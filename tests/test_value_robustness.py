@@ -251,11 +251,19 @@ def test_the_checkpoint_value_offset_reaches_the_estimators_unless_turned_off(rc
 
     ck = tmp_path / "ck"
     save_checkpoint(build_model("tiny", "cpu", seed=0), ck)
-    write_calibration(ck, {"value_offset": 0.0321, "checkpoint_id": file_hash(ck / "model.safetensors")})
+    write_calibration(ck, {"value_offset": 0.0321, "checkpoint_id": file_hash(ck / "model.safetensors"),
+                           "estimate_fps": 10.0})
     for apply, offset, said in ((True, 0.0321, "+0.0321"), (False, 0.0, "off (apply_value_calibration false")):
         node = _node(rclpy_context, tmp_path, apply_value_calibration=apply)
         try:
             assert node.cameras[0].estimator.value_offset == pytest.approx(offset)
             assert node.stats.extra["value offset"].startswith(said)
+            assert "fitted at" not in node.stats.extra["value offset"]
         finally:
             node.destroy_node()
+    # an offset fitted at another estimate rate than the node runs is said in diagnostics
+    node = _node(rclpy_context, tmp_path, estimate_fps=2.0)
+    try:
+        assert "fitted at 10 estimates/s, used at 2" in node.stats.extra["value offset"]
+    finally:
+        node.destroy_node()

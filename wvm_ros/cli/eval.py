@@ -183,6 +183,12 @@ def _run(args: argparse.Namespace) -> int:
         return _err(f"--estimate-fps {args.estimate_fps:g}: {e} (0: one estimate per sampled frame)")
     shared = None if args.no_offline else {}      # the offline scores come from the same pass
     offset = 0.0 if args.no_calibration else None     # None: each checkpoint's own calibration
+    if offset is None and getattr(model, "value_offset", 0.0):
+        from wvm_ros.core.value_calibration import rate_mismatch
+
+        note = rate_mismatch(getattr(model, "calibration", None), fps or float(model.config.sample_fps))
+        if note:
+            print(f"wvm eval: warning: {ck}'s value offset {model.value_offset:+.4f} was {note}", file=sys.stderr)
     methods.append(E.streaming_method(model, "wvm", {"checkpoint": str(ck)}, estimate_fps=fps, keep_offline=shared,
                                       value_offset=offset))
     if not args.no_offline:

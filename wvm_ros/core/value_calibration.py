@@ -40,6 +40,16 @@ def _scores(episodes: Sequence[E.EvalEpisode], preds: Sequence[np.ndarray]) -> d
     return out
 
 
+def rate_mismatch(calibration: dict | None, estimate_fps: float) -> str:
+    """"" when `calibration` was fitted at `estimate_fps` (or says nothing), else a sentence saying
+    both rates: the mean error, and so the offset, depends on the estimate rate."""
+    fitted = (calibration or {}).get("estimate_fps")
+    if fitted is None or abs(float(fitted) - float(estimate_fps)) < 1e-6:
+        return ""
+    return (f"fitted at {float(fitted):g} estimates/s, used at {float(estimate_fps):g}: refit with "
+            f"`wvm calibrate-value --estimate-fps {float(estimate_fps):g}` for this rate")
+
+
 def offset_from_predictions(episodes: Sequence[E.EvalEpisode], preds: Sequence[np.ndarray]) -> tuple[float, int]:
     """(offset, frames): minus the mean of (pred - gt) over the frames with a finite estimate."""
     errs = [np.asarray(p, dtype=np.float64) - np.asarray(ep.gt, dtype=np.float64) for ep, p in zip(episodes, preds)]

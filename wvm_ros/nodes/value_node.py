@@ -349,7 +349,12 @@ class ValueNode(Node):
         off = float(getattr(self.model, "value_offset", 0.0) or 0.0)
         if not self.apply_value_calibration:
             return f"off (apply_value_calibration false; the checkpoint's is {off:+.4f})"
-        return f"{off:+.4f}" + ("" if off else " (the checkpoint has no calibration)")
+        if not off:
+            return f"{off:+.4f} (the checkpoint has no calibration)"
+        from wvm_ros.core.value_calibration import rate_mismatch
+
+        note = rate_mismatch(getattr(self.model, "calibration", None), self.cameras[0].estimator.estimate_fps)
+        return f"{off:+.4f}" + (f" ({note})" if note else "")
 
     # --- subscription callbacks (fast: validate, store, wake the worker) --------------------
     def _expected(self) -> str:
