@@ -50,6 +50,24 @@ def test_prefix_randomization():
     assert all(not r for _, r in (randomize_prefix(0.3, rng, 0.0) for _ in range(100)))
 
 
+def test_prefix_noise():
+    """A prefix value that is not randomised gets N(0, sigma^2), clipped to [0, 1]; randomised
+    ones are U[0, 1] as before; noise 0 draws nothing more (old runs stay reproducible)."""
+    rng = random.Random(2)
+    out = [randomize_prefix(0.5, rng, 0.5, noise=0.05) for _ in range(20000)]
+    kept = np.array([v for v, r in out if not r])
+    assert len(kept) / 20000 == pytest.approx(0.5, abs=0.015)
+    assert kept.mean() == pytest.approx(0.5, abs=0.003) and kept.std() == pytest.approx(0.05, rel=0.05)
+    edge = np.array([v for v, r in (randomize_prefix(0.98, rng, 0.0, noise=0.2) for _ in range(2000))])
+    assert edge.min() >= 0.0 and edge.max() == 1.0 and (edge == 1.0).mean() > 0.4
+    a, b = random.Random(3), random.Random(3)
+    assert [randomize_prefix(0.3, a, 0.5) for _ in range(50)] == \
+        [randomize_prefix(0.3, b, 0.5, noise=0.0) for _ in range(50)]
+    assert a.random() == b.random()
+    with pytest.raises(ValueError, match="prefix_noise"):
+        TrainConfig(datasets=["x"], output="y", prefix_noise=-0.1)
+
+
 def synthetic_store(n_eps=6, T=40, size=32, stride=2) -> EpisodeStore:
     """A white square moving left to right; progress = t / (T - 1)."""
     frames, values, starts = [], [], []

@@ -28,6 +28,8 @@ _FLAGS = [
     ("--grad-clip", "grad_clip", float, "gradient-norm clip (default 1.0)"),
     ("--lambda-video", "lambda_video", float, "weight of the video flow-matching loss; 0 = the no-video ablation (default 1)"),
     ("--prefix-random-p", "prefix_random_p", float, "probability of a U[0,1] prefix value (default 0.5)"),
+    ("--prefix-noise", "prefix_noise", float,
+     "SD of Gaussian noise added to a prefix value that is not randomised, clipped to [0,1] (default 0 = off)"),
     ("--rewind-ratio", "rewind_ratio", float, "probability of a reversed (descending) clip (default 0.5)"),
     ("--plateau-ratio", "plateau_ratio", float, "probability of a plateau clip (default 0.1)"),
     ("--camera-key", "camera_key", str, "image/video feature to train on (default: observation.image or the first camera)"),

@@ -26,6 +26,10 @@ Beyond the paper (all off by default, the shipped checkpoint's card says what it
   with `segment_loss="uniform"` their value loss is weighted by 1 / w (importance weights, so
   the value is fit as under uniform sampling; the extra draws only add examples);
 * an EMA of the weights (`ema_decay`), saved as the checkpoint's weights;
+* prefix noise (`prefix_noise`): a prefix value that is not randomised gets N(0, sigma^2)
+  added (clipped to [0, 1]), so that the model learns a prefix as live inference gives it (its
+  own earlier estimate, with that estimate's error) rather than the exact ground truth
+  (scheduled sampling's idea, without the second forward pass);
 * a validation split (`val_dataset`): benchmark metrics through the streaming estimator every
   `val_every` steps, and the best checkpoint by VAL_SCORE kept in <output>/best.
 * an elapsed-time input (model config `elapsed_input`): each clip also carries the seconds
@@ -92,6 +96,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     lambda_video: float = 1.0
     prefix_random_p: float = 0.5
+    # SD of the Gaussian noise added to a prefix value that is not randomised (0 = off, the paper)
+    prefix_noise: float = 0.0
     rewind_ratio: float = 0.5
     plateau_ratio: float = 0.1
     seed: int = 0
@@ -137,6 +143,7 @@ class TrainConfig:
                   ("segment_loss", self.segment_loss, "'sampled' or 'uniform'", self.segment_loss in ("sampled", "uniform")),
                   ("val_every", self.val_every, ">= 0", self.val_every >= 0),
                   ("prefix_random_p", self.prefix_random_p, "in [0, 1]", 0 <= self.prefix_random_p <= 1),
+                  ("prefix_noise", self.prefix_noise, "in [0, 1]", 0 <= self.prefix_noise <= 1),
                   ("rewind_ratio + plateau_ratio", f"{r} + {pl}", "each >= 0, sum <= 1", 0 <= r and 0 <= pl and r + pl <= 1)]
         # comparisons with NaN are False, so NaN fails every check above
         bad = [f"{name}: expected {want}, got {got}" for name, got, want, ok in checks if not ok]
@@ -188,10 +195,14 @@ def rewind_indices(idx: np.ndarray, mode: str) -> np.ndarray:
     raise ValueError(f"rewind mode must be {RISE!r}, {PLATEAU!r} or {DESCEND!r}, got {mode!r}")
 
 
-def randomize_prefix(prefix_value: float, rng: random.Random, p: float) -> tuple[float, bool]:
-    """With probability p the prefix value is replaced by U[0, 1]. Returns (value, replaced)."""
+def randomize_prefix(prefix_value: float, rng: random.Random, p: float, noise: float = 0.0) -> tuple[float, bool]:
+    """With probability p the prefix value is replaced by U[0, 1]; otherwise, with noise > 0, it
+    gets N(0, noise^2) added, clipped to [0, 1]. Returns (value, replaced). With noise 0 no
+    further random number is drawn (runs without prefix noise draw the same clips as before)."""
     if rng.random() < p:
         return rng.random(), True
+    if noise > 0:
+        return min(1.0, max(0.0, prefix_value + rng.gauss(0.0, noise))), False
     return prefix_value, False
 
 
@@ -514,7 +525,7 @@ class ClipSampler:
             r = s.starts[e] + idx
             rows[b] = r
             v = s.values[r]
-            prefix[b], _ = randomize_prefix(float(v[0]), self.rng, self.cfg.prefix_random_p)
+            prefix[b], _ = randomize_prefix(float(v[0]), self.rng, self.cfg.prefix_random_p, self.cfg.prefix_noise)
             targets[b] = v[1:1 + self.h]
             text_ids[b] = s.text_ids[e]
             # seconds since the attempt began at the newest current frame, as a live camera gives
