@@ -170,6 +170,38 @@ def test_training_loss_backward_and_lambda_zero(tiny):
     tiny.zero_grad()
 
 
+def test_future_frames_encoded_without_autograd_give_the_same_loss_and_gradients():
+    """The future latents are targets: encoding them under no_grad (the default) gives the same
+    losses and the same gradients for every parameter as encoding all 1 + 2h frames in the
+    graph and detaching the future (future_encoder_grad=True, `wvm bench train`'s baseline)."""
+    torch.manual_seed(0)
+    model = build_model(preset_config("tiny", num_layers=2, elapsed_input=True), "cpu").train()
+    c = model.config
+    frames = torch.rand(3, c.clip_frames, 3, *c.image_size) * 2 - 1
+    text, prefix, values = _text(model, 3), torch.rand(3), torch.rand(3, c.h)
+    elapsed = torch.tensor([0.5, 3.0, 12.0])
+
+    def run(**kw):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(7)   # same flow-matching noise and sigmas
+        out = model.training_loss(frames, prefix, values, text, lambda_video=1.0, elapsed_s=elapsed, **kw)
+        out["loss"].backward()
+        return ({k: float(v) for k, v in out.items()},
+                {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+
+    fast, g_fast = run()
+    slow, g_slow = run(future_encoder_grad=True)
+    assert fast == pytest.approx(slow, rel=1e-5, abs=1e-7) and fast["loss_video"] > 0
+    assert set(g_fast) == set(g_slow) and any(n.startswith("frame_encoder") for n in g_fast)
+    for n in g_fast:
+        torch.testing.assert_close(g_fast[n], g_slow[n], rtol=1e-4, atol=1e-6, msg=n)
+    # the future frames do matter (through the video target): changing them changes the loss
+    frames[:, c.window_frames:] = -frames[:, c.window_frames:]
+    changed, _ = run()
+    assert changed["loss_video"] != pytest.approx(fast["loss_video"], rel=1e-3)
+    model.zero_grad(set_to_none=True)
+
+
 def test_value_weight_is_a_weighted_mean_over_clips(tiny):
     """value_weight [B] weighs each clip's value loss: weights (1, 0) give clip 0's loss alone,
     equal weights the plain mean; bad weights are named."""

@@ -352,30 +352,42 @@ class WorldValueModel(nn.Module):
                       text: torch.Tensor, lambda_video: float = 1.0, text_mask: torch.Tensor | None = None,
                       value_loss_mask: torch.Tensor | None = None,
                       elapsed_s: torch.Tensor | None = None,
-                      value_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                      value_weight: torch.Tensor | None = None,
+                      future_encoder_grad: bool = False) -> dict[str, torch.Tensor]:
         """frames [B, 1 + 2h, 3, H, W] float in [-1, 1] (prefix, h current, h future);
         prefix_value [B]; values [B, h] targets of the current frames (in [0, 1]);
         text [B, L, text_dim]; elapsed_s [B] seconds since the attempt began at the newest current
         frame (models with config.elapsed_input); value_weight [B] >= 0: per-clip weights of the
-        value loss (a weighted mean over clips; e.g. importance weights). Returns {"loss",
-        "loss_value", "loss_video"}."""
+        value loss (a weighted mean over clips; e.g. importance weights). future_encoder_grad:
+        encode the future frames inside the autograd graph and detach them there (the way before
+        2026-11-27; the same loss and gradients, slower): the baseline of `wvm bench train`.
+        Returns {"loss", "loss_value", "loss_video"}."""
         c = self.config
         b, t = frames.shape[:2]
         need = c.clip_frames if lambda_video > 0 else c.window_frames
         if t < need:
             raise ValueError(f"training clips need {need} frames, got {t}")
-        frames = frames[:, :need]
-        z = self.encode_tensor(frames.flatten(0, 1)).view(b, need, *c.latent_shape)
         n_clean = c.window_frames
+        # The future latents are flow-matching targets (no gradient reaches the encoder through
+        # them), so they are encoded without autograd: the same values (the encoder treats each
+        # frame on its own), without back-propagating through h of the clip's 1 + 2h frames.
+        if future_encoder_grad and need > n_clean:
+            z_all = self.encode_tensor(frames[:, :need].flatten(0, 1)).view(b, need, *c.latent_shape)
+            z, fut = z_all[:, :n_clean], z_all[:, n_clean:].detach()
+        else:
+            z = self.encode_tensor(frames[:, :n_clean].flatten(0, 1)).view(b, n_clean, *c.latent_shape)
+            if need > n_clean:
+                with torch.no_grad():
+                    fut = self.encode_tensor(frames[:, n_clean:need].flatten(0, 1)).view(b, need - n_clean,
+                                                                                      *c.latent_shape)
         dev = z.device
         frame_sigma = z.new_zeros(b, need)
         latents = z
         if need > n_clean:
-            fut = z[:, n_clean:].detach()
             sig_v = self.video_sched.sample_training_t(b, dev, torch.float32) / c.num_train_timesteps
             noise = torch.randn_like(fut)
             s = sig_v.view(b, 1, 1, 1, 1)
-            latents = torch.cat([z[:, :n_clean], (1 - s) * fut + s * noise], dim=1)
+            latents = torch.cat([z, (1 - s) * fut + s * noise], dim=1)
             target_video = (noise - fut).permute(0, 2, 1, 3, 4)
             frame_sigma[:, n_clean:] = sig_v.view(b, 1)
         y = 2.0 * values - 1.0
