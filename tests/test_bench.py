@@ -106,3 +106,24 @@ def test_bench_node_smoke(tmp_path, ros_env):
     node = res["node"]
     assert node["progress_msgs"] > 0 and node["latency_new_estimates"]["n"] >= 1
     assert node["latency_new_estimates"]["p50_ms"] > 0
+
+
+def test_bench_train_smoke(tmp_path):
+    """`wvm bench train` on a 2-layer tiny model: both ways give the same loss and gradients,
+    both are timed, and the ratio is baseline / new (the measurement: docs/performance.md)."""
+    from wvm_ros.cli.main import main
+
+    common = ["--model-set", "num_layers=2", "--model-set", "image_size=[64,64]", "--model-set", "elapsed_input=true",
+              "--batch-size", "3", "--steps", "2", "--rounds", "2", "--warmup", "1", "--threads", "1"]
+    assert main(["bench", "train", *common, "--output", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "bench_train.json").read_text())
+    assert res["same_loss_and_gradients"] and res["grad_max_abs"] > 0 and res["grad_max_abs_diff"] <= 1e-4 * res["grad_max_abs"]
+    assert res["baseline"] == "future_frames_in_graph" and res["image_size"] == [64, 64] and res["elapsed_input"]
+    assert set(res["results"]) == {"future_frames_in_graph", "future_frames_no_grad"}
+    steps = {k: r["step"] for k, r in res["results"].items()}
+    assert all(s["n"] == 4 and s["p50_ms"] > 0 for s in steps.values())
+    assert res["ratio"] == pytest.approx(steps["future_frames_in_graph"]["p50_ms"] / steps["future_frames_no_grad"]["p50_ms"])
+    # bad input: named
+    assert main(["bench", "train", "--model-set", "num_layers", "--output", str(tmp_path)]) == 2
+    assert main(["bench", "train", "--lambda-video", "0", "--output", str(tmp_path)]) == 2
+    assert main(["bench", "train", "--preset", "paper", "--output", str(tmp_path)]) == 2

@@ -1,4 +1,4 @@
-"""Benchmarks behind `wvm bench model|chunk|node|logger`.
+"""Benchmarks behind `wvm bench model|chunk|node|logger|train`.
 
 Each kind is a module ``wvm_ros.bench.<kind>`` exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; it writes ``<output>/bench_<kind>.json`` with its figures, the
@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-KINDS = ("model", "chunk", "node", "logger")
+KINDS = ("model", "chunk", "node", "logger", "train")
 
 
 def percentiles(samples_s: Sequence[float]) -> dict[str, float]:

@@ -1,17 +1,18 @@
-"""`wvm bench model|chunk|node|logger`: dispatches to ``wvm_ros.bench.<kind>``."""
+"""`wvm bench model|chunk|node|logger|train`: dispatches to ``wvm_ros.bench.<kind>``."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 
-HELP = "benchmarks: model | chunk | node | logger, each against its baseline"
+HELP = "benchmarks: model | chunk | node | logger | train, each against its baseline"
 
 KINDS = {
     "model": "per-estimate latency / throughput / memory per backend vs naive full-window torch eager",
     "chunk": "latency of one value chunk (video KV cache + one Euler step) of a preset, random weights, vs fp32 eager",
     "node": "image stamp -> Progress publish through real DDS at 30 Hz vs the naive estimator",
     "logger": "data logger throughput vs its baseline",
+    "train": "training steps per second of a preset (random weights and frames) vs the previous training step",
 }
 
 

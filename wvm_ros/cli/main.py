@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("wvm_ros.cli.eval", "value benchmark: Expert-VOC, Retry-VOC, Hesitation-RMSE vs baselines"),
     "model-info": ("wvm_ros.cli.model_info", "build a preset on the meta device and print parameter counts"),
     "export": ("wvm_ros.cli.export", "export to ONNX (with numerical check) and build TensorRT engines"),
-    "bench": ("wvm_ros.cli.bench", "benchmarks: model | chunk | node | logger, each against its baseline"),
+    "bench": ("wvm_ros.cli.bench", "benchmarks: model | chunk | node | logger | train, each against its baseline"),
     "experiment": ("wvm_ros.cli.experiment", "experiments, e.g. `wvm experiment retries`"),
     "bag2lerobot": ("wvm_ros.cli.bag2lerobot", "convert (valued or plain) rosbags into a LeRobot dataset"),
     "weights": ("wvm_ros.cli.weights", "policy-extraction weights (filtered BC, AWR) from a valued dataset"),
