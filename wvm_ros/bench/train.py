@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import time
@@ -46,18 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _overrides(items: list[str] | None) -> dict:
-    if items is None:
-        return dict(SHIPPED_OVERRIDES)
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--model-set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except ValueError:
-            out[k] = v
-    return out
+    from wvm_ros.core.model.config import parse_overrides
+
+    return dict(SHIPPED_OVERRIDES) if items is None else parse_overrides(items)
 
 
 def run(args: argparse.Namespace) -> int:

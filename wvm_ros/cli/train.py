@@ -110,14 +110,9 @@ def build_config(args: argparse.Namespace):
     overrides = dict(d.get("model_overrides") or {})
     if args.sample_fps is not None:
         overrides["sample_fps"] = args.sample_fps
-    for item in args.model_set:
-        if "=" not in item:
-            raise ValueError(f"--model-set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            overrides[k] = json.loads(v)
-        except ValueError:
-            overrides[k] = v
+    from wvm_ros.core.model.config import parse_overrides
+
+    overrides.update(parse_overrides(args.model_set))
     if overrides:
         d["model_overrides"] = overrides
     d["resume"] = bool(args.resume)

@@ -18,10 +18,10 @@ from .checkpoint import (
     read_checkpoint_config,
     save_checkpoint,
 )
-from .config import PRESETS, WVMConfig, preset_config
+from .config import PRESETS, WVMConfig, parse_overrides, preset_config
 from .wvm import WorldValueModel
 
 __all__ = [
     "CONFIG", "TRAINING_STATE", "WEIGHTS", "ModelLoadError", "PRESETS", "WVMConfig", "WorldValueModel",
-    "build_model", "file_hash", "load_value_model", "preset_config", "read_checkpoint_config", "save_checkpoint",
+    "build_model", "file_hash", "load_value_model", "parse_overrides", "preset_config", "read_checkpoint_config", "save_checkpoint",
 ]

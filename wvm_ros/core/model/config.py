@@ -158,3 +158,20 @@ def preset_config(name: str, **overrides: Any) -> WVMConfig:
 
 
 __all__ = ["WVMConfig", "PRESETS", "preset_config", "field"]
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`--model-set KEY=VALUE` items -> {key: value}; a value is read as JSON where it parses
+    (numbers, booleans, lists), else kept as a string."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--model-set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
