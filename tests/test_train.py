@@ -481,3 +481,101 @@ def test_short_run_on_cuda_lowers_loss_and_loads_on_cpu(tmp_path):
     res2 = train(cfg(tmp_path, steps=70, lambda_video=0.5, device="cuda", ema_decay=0.9, resume=True,
                      model_overrides={**TINY, "elapsed_input": True}), store=store, log=lambda *a: None)
     assert res2["steps"] == 70
+
+
+def test_flip_frames_maps_pixels():
+    """Each mirror moves a marked pixel where it should; anti-transpose is an involution; a bad
+    name or a non-square image for a transpose is a clear error."""
+    from wvm_ros.core.train import FLIPS, flip_frames
+
+    im = torch.zeros(2, 5, 5, 3, dtype=torch.uint8)
+    im[:, 1, 3, 0] = 255                                   # y = 1, x = 3
+    where = {"none": (1, 3), "horizontal": (1, 1), "vertical": (3, 3), "transpose": (3, 1),
+             "anti-transpose": (1, 3)}                      # x -> 4 - y = 3, y -> 4 - x = 1
+    im[:, 0, 2, 1] = 255                                   # a second mark: y = 0, x = 2
+    second = {"none": (0, 2), "horizontal": (0, 2), "vertical": (4, 2), "transpose": (2, 0),
+              "anti-transpose": (2, 4)}
+    assert set(where) == set(FLIPS)
+    for f in FLIPS:
+        out = flip_frames(im, f)
+        assert out.shape == im.shape
+        assert out[1, where[f][0], where[f][1], 0] == 255 and int(out[..., 0].sum()) == 2 * 255, f
+        assert out[0, second[f][0], second[f][1], 1] == 255 and int(out[..., 1].sum()) == 2 * 255, f
+        assert torch.equal(flip_frames(out, f), im) if f != "none" else torch.equal(out, im)
+    with pytest.raises(ValueError, match="flip: expected one of"):
+        flip_frames(im, "diagonal")
+    with pytest.raises(ValueError, match="needs square images, got H x W = 5 x 4"):
+        flip_frames(im[:, :, :4], "anti-transpose")
+    assert flip_frames(im[:, :, :4], "horizontal").shape == (2, 5, 4, 3)
+    with pytest.raises(ValueError, match="flip: expected one of 'none', 'horizontal'"):
+        TrainConfig(datasets=["x"], output="y", flip="mirror")
+
+
+def test_sampler_flips_whole_clips_half_the_time():
+    """With flip on, a clip is mirrored as a whole (all 1 + 2h frames) about half the time, its
+    targets unchanged; with flip "none" the sampler draws exactly as before."""
+    from wvm_ros.core.train import ClipSampler
+
+    store = synthetic_store(n_eps=3, T=40, size=32, stride=2)
+    base = cfg(Path("/nonexistent"), rewind_ratio=0.0, plateau_ratio=0.0)
+    on = cfg(Path("/nonexistent"), rewind_ratio=0.0, plateau_ratio=0.0, flip="horizontal")
+    frames, _, targets, _, _ = ClipSampler(store, 4, on, seed=0).sample(400)
+    # the square moves left to right in the store: its x position rises with the target
+    bright = frames[:, :, 0] > 0                                   # [B, 9, H, W]
+    xs = bright.float().sum(dim=2).argmax(dim=-1).numpy()          # leftmost column of the square
+    cols = np.arange(32)
+    xc = np.array([[cols[bright[b, i].any(0).numpy()].mean() for i in range(9)] for b in range(len(xs))])
+    expected = np.array([[t * (32 - 6) + 2.5 for t in row] for row in targets.numpy()])
+    plain = np.all(np.abs(xc[:, 1:5] - expected) < 1.01, axis=1)
+    mirrored = np.all(np.abs(xc[:, 1:5] - (31 - expected)) < 1.01, axis=1)
+    assert np.all(plain ^ mirrored)                               # every clip is one or the other
+    # the prefix and future frames follow their clip (a mirrored square's x is 31 - x)
+    assert np.all((xc[mirrored] > 0).all(axis=1)) and mirrored.mean() == pytest.approx(0.5, abs=0.08)
+    a = ClipSampler(store, 4, base, seed=3).sample(64)
+    b = ClipSampler(store, 4, cfg(Path("/nonexistent"), rewind_ratio=0.0, plateau_ratio=0.0, flip="none"),
+                    seed=3).sample(64)
+    # (elapsed is NaN here: the synthetic store has no fps)
+    assert all(torch.allclose(x, y, rtol=0, atol=0, equal_nan=True) for x, y in zip(a, b))
+    wide = EpisodeStore(frames=store.frames[:, :, :30].contiguous(), values=store.values, starts=store.starts,
+                        lengths=store.lengths, text_ids=store.text_ids, texts=store.texts, stride=2)
+    with pytest.raises(ValueError, match="needs square training frames, got H x W = 32 x 30"):
+        ClipSampler(wide, 4, cfg(Path("/nonexistent"), flip="anti-transpose"), seed=0)
+
+
+def test_pusht_anti_transpose_symmetry():
+    """Why `--flip anti-transpose` is sound for PushT data: mirroring the start about the goal's
+    axis (x, y, theta) -> (512 - y, 512 - x, pi/2 - theta) gives the mirrored trajectory of the
+    scripted expert, to the bit, and the rendered frames are the anti-transposed ones (up to the
+    rasteriser's half-pixel at edges)."""
+    import math
+
+    from wvm_ros.core.sim.pusht import PushTSim
+    from wvm_ros.core.sim.scripted import ScriptedPushTPolicy
+    from wvm_ros.core.train import flip_frames
+
+    sim = PushTSim(image_size=(96, 96), difficulty=0.5, control_hz=10)
+
+    def run(seed, mirror):
+        s = sim.reset(seed)
+        if mirror:
+            sim.reset_to([512 - s[1], 512 - s[0]], [512 - s[3], 512 - s[2], math.pi / 2 - s[4]])
+        pol = ScriptedPushTPolicy(seed=seed)
+        states, images = [sim.state.copy()], [sim.render()]
+        for _ in range(30):
+            sim.step(pol.act(sim.state))
+            states.append(sim.state.copy())
+            images.append(sim.render())
+        return np.array(states), np.stack(images)
+
+    for seed in (3, 7):
+        a, ia = run(seed, False)
+        b, ib = run(seed, True)
+        m = np.column_stack([512 - a[:, 1], 512 - a[:, 0], 512 - a[:, 3], 512 - a[:, 2], math.pi / 2 - a[:, 4]])
+        d = b - m
+        d[:, 4] = (d[:, 4] + math.pi) % (2 * math.pi) - math.pi
+        assert np.abs(d).max() < 1e-6
+        assert np.abs(a[0] - a[-1]).max() > 5                       # it did move
+        flipped = flip_frames(torch.from_numpy(ia), "anti-transpose").numpy().astype(int)
+        differ = (np.abs(flipped - ib.astype(int)).sum(-1) > 60).mean()
+        assert differ < 0.01
+        assert (np.abs(ia.astype(int) - ib.astype(int)).sum(-1) > 60).mean() > 3 * differ   # not trivially equal

@@ -32,6 +32,9 @@ _FLAGS = [
      "SD of Gaussian noise added to a prefix value that is not randomised, clipped to [0,1] (default 0 = off)"),
     ("--rewind-ratio", "rewind_ratio", float, "probability of a reversed (descending) clip (default 0.5)"),
     ("--plateau-ratio", "plateau_ratio", float, "probability of a plateau clip (default 0.1)"),
+    ("--flip", "flip", str,
+     "mirror each clip's frames with probability 0.5, targets unchanged: none | horizontal | vertical | transpose | "
+     "anti-transpose (default none; only where the task is symmetric under it: PushT is under anti-transpose)"),
     ("--camera-key", "camera_key", str, "image/video feature to train on (default: observation.image or the first camera)"),
     ("--progress-key", "progress_key", str, "per-frame target column, used when present (default progress; else t/(T-1))"),
     ("--max-episodes", "max_episodes", int, "use only the first N episodes of each dataset"),

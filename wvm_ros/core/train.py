@@ -30,6 +30,14 @@ Beyond the paper (all off by default, the shipped checkpoint's card says what it
   added (clipped to [0, 1]), so that the model learns a prefix as live inference gives it (its
   own earlier estimate, with that estimate's error) rather than the exact ground truth
   (scheduled sampling's idea, without the second forward pass);
+* image flips (`flip`): with probability 0.5 every frame of a clip (prefix, current and future
+  frames alike) is mirrored (`horizontal`, `vertical`, `transpose`: about the main diagonal,
+  `anti-transpose`: about the other one); targets are unchanged. Only sound where the task, the
+  scene's physics and the policy that made the data are symmetric under that mirror, so that a
+  mirrored attempt is one the data could have held with the same progress: for the PushT
+  simulator (goal T at 45 degrees) `anti-transpose` is such a symmetry, to the bit for the
+  scripted expert's trajectories (tests/test_train.py::test_pusht_anti_transpose_symmetry);
+  on a real cell (an arm mounted on one side) almost never;
 * a validation split (`val_dataset`): benchmark metrics through the streaming estimator every
   `val_every` steps, and the best checkpoint by VAL_SCORE kept in <output>/best.
 * an elapsed-time input (model config `elapsed_input`): each clip also carries the seconds
@@ -100,6 +108,9 @@ class TrainConfig:
     prefix_noise: float = 0.0
     rewind_ratio: float = 0.5
     plateau_ratio: float = 0.1
+    # mirror every frame of a clip with probability 0.5 (targets unchanged): "none" (the paper),
+    # or one of FLIPS where the task is symmetric under it (module docstring)
+    flip: str = "none"
     seed: int = 0
     save_every: int = 500
     log_every: int = 25
@@ -144,7 +155,8 @@ class TrainConfig:
                   ("val_every", self.val_every, ">= 0", self.val_every >= 0),
                   ("prefix_random_p", self.prefix_random_p, "in [0, 1]", 0 <= self.prefix_random_p <= 1),
                   ("prefix_noise", self.prefix_noise, "in [0, 1]", 0 <= self.prefix_noise <= 1),
-                  ("rewind_ratio + plateau_ratio", f"{r} + {pl}", "each >= 0, sum <= 1", 0 <= r and 0 <= pl and r + pl <= 1)]
+                  ("rewind_ratio + plateau_ratio", f"{r} + {pl}", "each >= 0, sum <= 1", 0 <= r and 0 <= pl and r + pl <= 1),
+                  ("flip", self.flip, f"one of {', '.join(repr(f) for f in FLIPS)}", self.flip in FLIPS)]
         # comparisons with NaN are False, so NaN fails every check above
         bad = [f"{name}: expected {want}, got {got}" for name, got, want, ok in checks if not ok]
         if bad:
@@ -166,6 +178,30 @@ class TrainConfig:
 # transforms (pure functions of index lists; tested on their own)
 
 RISE, PLATEAU, DESCEND = "rise", "plateau", "descend"
+
+FLIPS = ("none", "horizontal", "vertical", "transpose", "anti-transpose")
+
+
+def flip_frames(frames: torch.Tensor, flip: str) -> torch.Tensor:
+    """Mirror images laid out [..., H, W, C] (channels last, as stored): `horizontal` (x -> W-1-x),
+    `vertical` (y -> H-1-y), `transpose` (x <-> y), `anti-transpose` (x -> W-1-y, y -> H-1-x);
+    the two transposes need square images."""
+    if flip not in FLIPS:
+        raise ValueError(f"flip: expected one of {FLIPS}, got {flip!r}")
+    if flip == "none":
+        return frames
+    if frames.dim() < 3:
+        raise ValueError(f"flip_frames: expected [..., H, W, C] images, got shape {tuple(frames.shape)}")
+    h, w = frames.dim() - 3, frames.dim() - 2
+    if flip == "horizontal":
+        return frames.flip(w)
+    if flip == "vertical":
+        return frames.flip(h)
+    if frames.shape[h] != frames.shape[w]:
+        raise ValueError(f"flip {flip!r} needs square images, got H x W = {frames.shape[h]} x {frames.shape[w]}")
+    if flip == "transpose":
+        return frames.transpose(h, w)
+    return frames.flip(h, w).transpose(h, w)
 
 
 def choose_rewind_mode(rng: random.Random, rewind_ratio: float, plateau_ratio: float) -> str:
@@ -495,6 +531,9 @@ class ClipSampler:
         self.weights = store.lengths / store.lengths.sum()
         self.np_rng = np.random.default_rng(seed)
         self.row_p = clip_end_weights(store, h, cfg.segment_weight)
+        if cfg.flip in ("transpose", "anti-transpose") and store.frames.shape[1] != store.frames.shape[2]:
+            raise ValueError(f"flip {cfg.flip!r} needs square training frames, got H x W = "
+                             f"{store.frames.shape[1]} x {store.frames.shape[2]} (set the model's image_size square)")
 
     def state(self) -> dict:
         return {"rng": self.rng.getstate(), "np_rng": self.np_rng.bit_generator.state}
@@ -514,6 +553,7 @@ class ClipSampler:
         targets = np.empty((batch_size, self.h), dtype=np.float32)
         text_ids = np.empty(batch_size, dtype=np.int64)
         elapsed = np.empty(batch_size, dtype=np.float32)
+        flipped = np.zeros(batch_size, dtype=bool)
         if self.row_p is not None:  # segment-weighted: draw clip ends over all frames
             ends = self.np_rng.choice(len(self.row_p), size=batch_size, p=self.row_p)
             eps = np.searchsorted(s.starts, ends, side="right") - 1
@@ -531,12 +571,18 @@ class ClipSampler:
             # seconds since the attempt began at the newest current frame, as a live camera gives
             # it: rewinding reorders the frames shown, not the time that passes
             elapsed[b] = end / s.fps if s.fps else np.nan
+            if self.cfg.flip != "none":   # drawn only when on: runs without flips draw as before
+                flipped[b] = self.rng.random() < 0.5
         flat = rows.reshape(-1)
         if isinstance(s.frames, torch.Tensor):
             frames = s.frames[torch.from_numpy(flat)]                      # [B*(1+2h), H, W, 3] uint8
         else:   # numpy array or memory-mapped frame cache: reads only the rows drawn
             frames = torch.from_numpy(np.ascontiguousarray(s.frames[flat]))
-        frames = frames.view(batch_size, 1 + 2 * self.h, *frames.shape[1:]).permute(0, 1, 4, 2, 3)
+        frames = frames.view(batch_size, 1 + 2 * self.h, *frames.shape[1:])
+        if flipped.any():
+            sel = torch.from_numpy(np.flatnonzero(flipped))
+            frames[sel] = flip_frames(frames[sel], self.cfg.flip).contiguous()
+        frames = frames.permute(0, 1, 4, 2, 3)
         frames = frames.float() / 127.5 - 1.0
         out = (frames, torch.from_numpy(prefix), torch.from_numpy(targets), torch.from_numpy(text_ids),
                torch.from_numpy(elapsed))
