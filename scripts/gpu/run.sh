@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 6, as one script for a lent GPU machine (scripts/gpu/boot.py says why
+# The GPU checks of issue 6 (and the CUDA training test), as one script for a lent GPU machine (scripts/gpu/boot.py says why
 # it boots that way). Results: $OUT (or runs/gpu) bench_*.json and gpu.log. Run
 # scripts/gpu/bundle.sh first on the development machine.
 set -uo pipefail
@@ -19,4 +19,5 @@ echo "== small preset: streaming estimator vs naive, torch fp16 + CUDA graphs ==
 $B wvm bench model --preset small --device cuda --precision fp16 --backends torch --cuda-graphs --cameras 3 --duration 3 --frame-size 480x640 --threads 4 --output "$O/model"
 echo "== CUDA tests =="
 $B pytest -q -p no:cacheprovider tests/test_backends.py tests/test_bench.py -rs
+$B pytest -q -p no:cacheprovider tests/test_train.py -k cuda -rs
 } 2>&1 | tee "$O/gpu.log"
