@@ -219,3 +219,21 @@ def test_cli_workers_option(dataset, tmp_path, capsys):
     assert a["episodes"] == b["episodes"]
     assert {k: a[k] for k in ("expert_voc", "retry_voc", "hesitation_rmse")} == \
         {k: b[k] for k in ("expert_voc", "retry_voc", "hesitation_rmse")}
+
+
+def test_cli_batch_size_option(dataset, tmp_path, capsys):
+    """--batch-size 1 (one by one) and the default (batched) give the same scores to float
+    rounding; a batch size below 1 is refused, naming the flag."""
+    from wvm_ros.cli.main import main
+
+    ck = _tiny_wvm(tmp_path)
+    common = ["eval", "--checkpoint", str(ck), "--dataset", str(dataset), "--no-progress", "--no-baselines",
+              "--workers", "1", "--plots-per-kind", "0"]
+    assert main([*common, "--output", str(tmp_path / "o"), "--batch-size", "0"]) == 2
+    assert "--batch-size must be >= 1" in capsys.readouterr().err
+    assert main([*common, "--output", str(tmp_path / "b1"), "--batch-size", "1"]) == 0
+    assert main([*common, "--output", str(tmp_path / "bd")]) == 0
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("b1", "bd"))
+    assert a["dataset"]["num_episodes"] == b["dataset"]["num_episodes"] > 1
+    for k in ("expert_voc", "retry_voc", "hesitation_rmse"):
+        assert a[k] == pytest.approx(b[k], abs=1e-4), k

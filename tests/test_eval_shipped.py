@@ -1,6 +1,7 @@
 """`wvm eval` on the shipped checkpoint reproduces the numbers in docs/evaluation.md (and the
 model card): the full held-out split (150 attempts), every method, the WVMs at the default 10
-estimates per second; about 4 min on 2 CPU cores (two workers, `wvm eval`'s default there)."""
+estimates per second; about 2.5 min on 2 CPU cores (two workers and batches of 16 attempts,
+`wvm eval`'s defaults there)."""
 from __future__ import annotations
 
 import json
@@ -54,7 +55,7 @@ EXPECTED_NOCLOCK = {"wvm": (0.989, 0.802, 0.090), "blind_clock": (1.000, -1.000,
 def test_noclock_checkpoint_reproduces_its_card(tmp_path):
     """The checkpoint with the paper's inputs only (no elapsed time; the default until
     2026-11-26), live at 10 estimates/s on the held-out split, gives its card's numbers (the
-    model alone: about 2.5 min on 2 CPU cores)."""
+    model alone: about 1 min on 2 CPU cores)."""
     from wvm_ros.cli.main import main
 
     assert main(["eval", "--checkpoint", str(NOCLOCK), "--output", str(tmp_path), "--no-progress", "--no-baselines",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wvm_ros.core.model import build_model, preset_config
-from wvm_ros.core.streaming import StreamingValueEstimator, ValueEstimate, estimate_episode
+from wvm_ros.core.streaming import StreamingValueEstimator, ValueEstimate, estimate_episode, estimate_episodes
 
 
 class Spy:
@@ -105,6 +105,61 @@ def test_estimate_episode_and_real_text(model):
     out = estimate_episode(model, fr, np.arange(20) * 0.25, "push the T onto the target")
     assert out["online"].shape == (20,) and np.isnan(out["online"][0]) and np.isfinite(out["online"][-1])
     assert out["sampled"].sum() == 10 and np.all((out["smoothed"] >= 0) & (out["smoothed"] <= 1))
+
+
+class CountingModel:
+    """A real model that counts its calls and the items in them; real text embeddings of two
+    lengths (one token for one instruction, three for the other)."""
+
+    def __init__(self, model):
+        self.model, self.config = model, model.config
+        self.enc_calls = self.pred_calls = self.pred_items = 0
+
+    def embed_text(self, text):
+        g = torch.Generator().manual_seed(len(text))
+        return torch.randn(1, 3 if "long" in text else 1, self.config.text_dim, generator=g)
+
+    def encode_frames(self, frames):
+        self.enc_calls += 1
+        return self.model.encode_frames(frames)
+
+    def predict_chunk(self, window, prefix, text, elapsed_s=None):
+        self.pred_calls += 1
+        self.pred_items += window.shape[0]
+        return self.model.predict_chunk(window, prefix, text, elapsed_s=elapsed_s)
+
+
+def test_estimate_episodes_batches_attempts_and_equals_one_by_one(model):
+    """Several attempts at once (different lengths, frame sizes, instructions and stamps, one
+    with a rejected repeated stamp): each one's online / smoothed / sampled equal its own
+    `estimate_episode` up to float rounding, with far fewer model calls."""
+    rng = np.random.default_rng(5)
+    eps = []
+    for k, (n, hw, task) in enumerate([(30, (48, 64), "push"), (22, (48, 64), "push"), (30, (32, 32), "push"),
+                                       (17, (48, 64), "a long instruction"), (1, (48, 64), "push")]):
+        st = 3.0 + np.arange(n) * (0.1 if k % 2 else 0.25)
+        if n > 10:
+            st[7] = st[6]                                   # repeated stamp: not used, counted
+        eps.append((rng.integers(0, 255, (n, *hw, 3), dtype=np.uint8), st, task))
+    for fps in (None, 10.0):
+        cm = CountingModel(model)
+        got = estimate_episodes(cm, eps, estimate_fps=fps)
+        assert len(got) == len(eps)
+        one_calls = 0
+        for (f, st, task), g in zip(eps, got):
+            single = CountingModel(model)
+            ref = estimate_episode(single, f, st, task, estimate_fps=fps)
+            one_calls += single.pred_calls
+            np.testing.assert_array_equal(g["sampled"], ref["sampled"])
+            np.testing.assert_allclose(g["online"], ref["online"], atol=1e-5)      # NaN where ref is NaN
+            np.testing.assert_allclose(g["smoothed"], ref["smoothed"], atol=1e-5)
+        assert cm.pred_items == one_calls > 20                       # the same windows, no more
+        assert cm.pred_calls < one_calls / 1.5                       # batched: calls shared by attempts
+    assert estimate_episodes(model, []) == []
+    with pytest.raises(ValueError, match="frames and stamps differ in length: 3 vs 2"):
+        estimate_episodes(model, [(eps[0][0][:3], eps[0][1][:2], "push")])
+    with pytest.raises(ValueError, match="frame must be an np.ndarray"):
+        estimate_episodes(model, [(eps[0][0][:3, :, :, :2], eps[0][1][:3], "push")])
 
 
 # ---- dense mode (estimate_fps a multiple of sample_fps) -------------------------------------

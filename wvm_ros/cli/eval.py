@@ -50,6 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="processes the episodes are shared out over, each with one torch thread; the scores "
                         "do not depend on it (default 0: one per CPU core this process may use; 1 with --threads "
                         "above 1 or --device other than cpu)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="attempts whose WVM estimates are computed together, one batched model call per "
+                        "step (each attempt keeps its own estimator; the scores equal one-by-one ones up to "
+                        "float rounding; 1: one by one; default 16, wvm_ros.core.evaluation.EVAL_BATCH)")
     p.add_argument("--camera-key", default=None, help="dataset image/video feature (default: the only or first camera)")
     p.add_argument("--gt-key", default="progress", help="per-frame ground-truth progress column (default: progress)")
     p.add_argument("--max-episodes", type=int, default=None, help="evaluate only the first N episodes")
@@ -157,6 +161,10 @@ def _run(args: argparse.Namespace) -> int:
         workers = eval_workers(args.workers, args.device, args.threads)
     except ValueError as e:
         return _err(str(e))
+    if args.batch_size is None:
+        args.batch_size = E.EVAL_BATCH
+    if args.batch_size < 1:
+        return _err(f"--batch-size must be >= 1 (attempts per batched model call), got {args.batch_size}")
     ck = Path(args.checkpoint)
     if not ck.exists():
         return _err(f"checkpoint {ck} does not exist (expected a WVM checkpoint folder, e.g. models/wvm-tiny-pusht)")
@@ -220,7 +228,7 @@ def _run(args: argparse.Namespace) -> int:
                 return _err(str(e))
     methods.append(E.clock_method())
 
-    report = E.evaluate(episodes, methods, progress=progress, workers=workers)
+    report = E.evaluate(episodes, methods, progress=progress, workers=workers, batch_size=args.batch_size)
     report.dataset = {"root": _show(dataset), "camera_key": args.camera_key, "gt_key": args.gt_key}
     js = E.write_report(report, out, primary="wvm", plots_per_kind=args.plots_per_kind)
     print(E.markdown_table(js))

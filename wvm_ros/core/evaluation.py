@@ -104,6 +104,9 @@ class Method:
     name: str
     predict: Predictor
     info: dict = field(default_factory=dict)  # checkpoint path / id, parameter count, ...
+    #: optional: several episodes at once (one prediction array each, in order), where batching
+    #: them is cheaper than one by one; `evaluate` then hands it groups of `batch_size` episodes
+    predict_many: Callable[[list[EvalEpisode]], list[np.ndarray]] | None = None
 
     @property
     def label(self) -> str:
@@ -133,16 +136,20 @@ def streaming_method(model, name: str = "wvm", info: dict | None = None,
     `value_offset`: added to the published values as the value node does; None: the
     checkpoint's calibration (0 without one), 0.0: the raw estimates.
     """
-    from wvm_ros.core.streaming import estimate_episode, resolve_value_offset
+    from wvm_ros.core.streaming import estimate_episodes, resolve_value_offset
 
     offset = resolve_value_offset(model, value_offset)
 
-    def predict(ep: EvalEpisode) -> np.ndarray:
-        r = estimate_episode(model, ep.frames, ep.timestamps, ep.task, estimate_fps=estimate_fps,
-                             value_offset=offset)
+    def predict_many(eps: list[EvalEpisode]) -> list[np.ndarray]:
+        rs = estimate_episodes(model, [(ep.frames, ep.timestamps, ep.task) for ep in eps],
+                               estimate_fps=estimate_fps, value_offset=offset)
         if keep_offline is not None:
-            keep_offline[ep.episode_index] = r["smoothed"].astype(np.float64)
-        return r["online"].astype(np.float64)
+            for ep, r in zip(eps, rs):
+                keep_offline[ep.episode_index] = r["smoothed"].astype(np.float64)
+        return [r["online"].astype(np.float64) for r in rs]
+
+    def predict(ep: EvalEpisode) -> np.ndarray:
+        return predict_many([ep])[0]
 
     base = {"checkpoint_id": getattr(model, "checkpoint_id", "?"), "preset": getattr(model, "name", "?"),
             "estimate_fps": estimate_fps or float(model.config.sample_fps), "value_offset": offset}
@@ -150,7 +157,7 @@ def streaming_method(model, name: str = "wvm", info: dict | None = None,
         base["num_parameters"] = int(sum(p.numel() for p in model.parameters()))
     except Exception:
         pass
-    return Method(name, predict, {**base, **(info or {})})
+    return Method(name, predict, {**base, **(info or {})}, predict_many=predict_many)
 
 
 def offline_method(model, name: str = "wvm_offline", info: dict | None = None,
@@ -162,20 +169,27 @@ def offline_method(model, name: str = "wvm_offline", info: dict | None = None,
     node cannot publish these (it reports the newest window's estimate, `streaming_method`).
     `from_live`: the `keep_offline` dict of a streaming method run before this one on the same
     episodes (the same windows; saves a second pass; give both the same `value_offset`)."""
-    from wvm_ros.core.streaming import estimate_episode, resolve_value_offset
+    from wvm_ros.core.streaming import estimate_episodes, resolve_value_offset
 
     offset = resolve_value_offset(model, value_offset)
 
+    def predict_many(eps: list[EvalEpisode]) -> list[np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        if from_live is not None:
+            out = {j: from_live.pop(ep.episode_index) for j, ep in enumerate(eps) if ep.episode_index in from_live}
+        todo = [j for j in range(len(eps)) if j not in out]
+        rs = estimate_episodes(model, [(eps[j].frames, eps[j].timestamps, eps[j].task) for j in todo],
+                               estimate_fps=estimate_fps, value_offset=offset)
+        out.update({j: r["smoothed"].astype(np.float64) for j, r in zip(todo, rs)})
+        return [out[j] for j in range(len(eps))]
+
     def predict(ep: EvalEpisode) -> np.ndarray:
-        if from_live is not None and ep.episode_index in from_live:
-            return from_live.pop(ep.episode_index)
-        return estimate_episode(model, ep.frames, ep.timestamps, ep.task, estimate_fps=estimate_fps,
-                                value_offset=offset)["smoothed"].astype(np.float64)
+        return predict_many([ep])[0]
 
     base = {"checkpoint_id": getattr(model, "checkpoint_id", "?"), "preset": getattr(model, "name", "?"),
             "estimate_fps": estimate_fps or float(model.config.sample_fps), "value_offset": offset,
             "protocol": "offline: overlap-averaged over all windows covering a frame (not causal)"}
-    return Method(name, predict, {**base, **(info or {})})
+    return Method(name, predict, {**base, **(info or {})}, predict_many=predict_many)
 
 
 @dataclass
@@ -251,14 +265,21 @@ def _better(a, b, higher: bool):
     return bool(a > b) if higher else bool(a < b)
 
 
+#: episodes per batched call of a method that has `predict_many` (a WVM's streaming pass)
+EVAL_BATCH = 16
+
+
 def evaluate(episodes: Sequence[EvalEpisode], methods: Iterable[Method], progress: bool = True,
-             workers: int = 1) -> EvalReport:
+             workers: int = 1, batch_size: int = EVAL_BATCH) -> EvalReport:
     """Run every method on every episode and score it.
 
-    workers > 1: the episodes are shared out over that many forked worker processes (each runs
-    every method on its episodes, in the methods' order, with one torch thread: as in torch's
+    Episodes go in groups of `batch_size` (longest first, so that a group's attempts end at
+    about the same frame) to methods that have `predict_many` (the WVMs: one batched model call
+    per step for the whole group); other methods take them one by one. The groups do not depend
+    on `workers`, so neither do the predictions.
+    workers > 1: the groups are shared out over that many forked worker processes (each runs
+    every method on its groups, in the methods' order, with one torch thread: as in torch's
     DataLoader workers, since GNU OpenMP's thread pool does not survive a fork);
-    the predictions are the same as with one process (each episode is estimated on its own), and
     the scores are computed here in episode order. Needs the "fork" start method (Linux) and
     models on the CPU; `MethodResult.seconds` is then summed over the workers."""
     from tqdm.auto import tqdm
@@ -272,26 +293,31 @@ def evaluate(episodes: Sequence[EvalEpisode], methods: Iterable[Method], progres
             raise ValueError(f"method name {n!r} given twice")
     if int(workers) < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    workers = min(int(workers), len(episodes))
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    groups = episode_groups(episodes, int(batch_size))
+    workers = min(int(workers), len(groups))
     total = len(episodes) * len(methods)
     preds: dict[str, dict[int, np.ndarray]] = {m.name: {} for m in methods}
     seconds = {m.name: 0.0 for m in methods}
     with tqdm(total=total, desc="wvm eval", unit="episode", disable=not progress) as bar:
         if workers > 1:
             bar.set_postfix(workers=workers)
-            for i, out in _predict_parallel(episodes, methods, workers):
-                for name, (p, dt) in out.items():
-                    preds[name][i] = _checked(name, episodes[i], p)
+            for g, out in _predict_parallel(episodes, methods, workers, groups):
+                for name, (ps, dt) in out.items():
+                    for i, p in zip(g, ps):
+                        preds[name][i] = _checked(name, episodes[i], p)
                     seconds[name] += dt
-                bar.update(len(methods))
+                bar.update(len(g) * len(methods))
         else:
             for m in methods:
-                t0 = time.perf_counter()
-                for i, ep in enumerate(episodes):
-                    bar.set_postfix(method=m.name, episode=ep.episode_index)
-                    preds[m.name][i] = _checked(m.name, ep, m.predict(ep))
-                    bar.update(1)
-                seconds[m.name] = time.perf_counter() - t0
+                for g in groups:
+                    bar.set_postfix(method=m.name, episode=episodes[g[0]].episode_index)
+                    t0 = time.perf_counter()
+                    for i, p in zip(g, _run_method(m, [episodes[i] for i in g])):
+                        preds[m.name][i] = _checked(m.name, episodes[i], p)
+                    seconds[m.name] += time.perf_counter() - t0
+                    bar.update(len(g))
     results: dict[str, MethodResult] = {}
     for m in methods:
         scores = [M.score_episode(preds[m.name][i], ep.gt, ep.kind, ep.hesitation_segments,
@@ -299,6 +325,21 @@ def evaluate(episodes: Sequence[EvalEpisode], methods: Iterable[Method], progres
         by_index = {ep.episode_index: preds[m.name][i] for i, ep in enumerate(episodes)}
         results[m.name] = MethodResult(m, scores, M.aggregate(scores), by_index, seconds[m.name])
     return EvalReport(list(episodes), results)
+
+
+def episode_groups(episodes: Sequence[EvalEpisode], batch_size: int) -> list[list[int]]:
+    """Positions of the episodes in groups of at most `batch_size`, longest episodes first."""
+    order = sorted(range(len(episodes)), key=lambda i: -episodes[i].num_frames)
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+def _run_method(m: Method, eps: list[EvalEpisode]) -> list:
+    if m.predict_many is not None:
+        out = list(m.predict_many(eps))
+        if len(out) != len(eps):
+            raise RuntimeError(f"method {m.name}: predict_many gave {len(out)} results for {len(eps)} episodes")
+        return out
+    return [m.predict(ep) for ep in eps]
 
 
 def _checked(name: str, ep: EvalEpisode, p) -> np.ndarray:
@@ -322,18 +363,18 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _predict_episode(i: int):
+def _predict_group(g: list[int]):
     episodes, methods = _SHARED
     out = {}
-    for m in methods:  # in order: an offline method takes the live pass's estimates of this episode
+    for m in methods:  # in order: an offline method takes the live pass's estimates of these episodes
         t0 = time.perf_counter()
-        p = np.asarray(m.predict(episodes[i]), dtype=np.float64)
-        out[m.name] = (p, time.perf_counter() - t0)
-    return i, out
+        ps = [np.asarray(p, dtype=np.float64) for p in _run_method(m, [episodes[i] for i in g])]
+        out[m.name] = (ps, time.perf_counter() - t0)
+    return g, out
 
 
-def _predict_parallel(episodes, methods, workers: int):
-    """Yield (episode position, {method: (predictions, seconds)}) as forked workers finish them."""
+def _predict_parallel(episodes, methods, workers: int, groups: list[list[int]]):
+    """Yield (episode positions, {method: (predictions, seconds)}) as forked workers finish groups."""
     import multiprocessing as mp
 
     global _SHARED
@@ -344,9 +385,8 @@ def _predict_parallel(episodes, methods, workers: int):
     _SHARED = (list(episodes), list(methods))
     try:
         with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
-            # longest episodes first, so that no worker is left with a long one at the end
-            order = sorted(range(len(episodes)), key=lambda i: -episodes[i].num_frames)
-            yield from pool.imap_unordered(_predict_episode, order)
+            # the groups hold the longest episodes first: no worker is left with a long one at the end
+            yield from pool.imap_unordered(_predict_group, groups)
     finally:
         _SHARED = None
 
