@@ -382,3 +382,22 @@ def test_a_non_finite_stamp_is_refused_naming_it(model):
     est = StreamingValueEstimator(model, "t")
     with pytest.raises(ValueError, match="stamp_s must be a finite number of seconds, got nan"):
         est.push(frames(1)[0], float("nan"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the lent GPU machine)")
+def test_estimate_episodes_on_cuda_matches_cpu(model):
+    """The batched pass with the model on a GPU (as `wvm eval --device cuda` runs it) gives the
+    CPU's one-by-one estimates to float rounding."""
+    import copy
+
+    rng = np.random.default_rng(9)
+    task = "Push the T-shaped block onto the T-shaped target."   # embedded ahead for the GPU machine
+    eps = [(rng.integers(0, 255, (n, 48, 64, 3), dtype=np.uint8), 1.0 + np.arange(n) * 0.1, task)
+           for n in (25, 18, 25)]
+    gpu = copy.deepcopy(model).to("cuda")
+    got = estimate_episodes(gpu, eps, estimate_fps=10.0)
+    for (f, st, task), g in zip(eps, got):
+        ref = estimate_episode(model, f, st, task, estimate_fps=10.0)
+        np.testing.assert_array_equal(g["sampled"], ref["sampled"])
+        np.testing.assert_allclose(g["online"], ref["online"], atol=1e-4)
+        np.testing.assert_allclose(g["smoothed"], ref["smoothed"], atol=1e-4)

@@ -19,5 +19,5 @@ echo "== small preset: streaming estimator vs naive, torch fp16 + CUDA graphs ==
 $B wvm bench model --preset small --device cuda --precision fp16 --backends torch --cuda-graphs --cameras 3 --duration 3 --frame-size 480x640 --threads 4 --output "$O/model"
 echo "== CUDA tests =="
 $B pytest -q -p no:cacheprovider tests/test_backends.py tests/test_bench.py -rs
-$B pytest -q -p no:cacheprovider tests/test_train.py -k cuda -rs
+$B pytest -q -p no:cacheprovider tests/test_train.py tests/test_streaming.py -k cuda -rs
 } 2>&1 | tee "$O/gpu.log"
