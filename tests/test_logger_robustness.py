@@ -277,3 +277,58 @@ def test_live_dataset_drop_counts_reach_the_diagnostics(logger, tmp_path):
     node._tick()
     values = dict(node.stats.report().values)
     assert json.loads(values["dataset dropped frames"]) == {"non-finite /robot/joint_states (NaN/inf)": 2}
+
+
+def test_backlog_is_recorded_in_arrival_order(logger, tmp_path):
+    """A logger that falls behind (here: not spun while two whole attempts arrive) must still
+    put every message into the attempt it was received in. rclpy's executor serves waiting
+    subscriptions in turn, one message each, so handled in callback order the END and the next
+    START overtake the queued messages of the attempt (measured before the fix: 1 of 10 kept per
+    bag, the rest lost between the bags). Handled in DDS reception order, each bag has exactly
+    its own messages, in publication order, with log times that are reception times."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.serialization import deserialize_message
+    from std_msgs.msg import String
+    from wvm_msgs.msg import EpisodeEvent
+
+    from wvm_ros.core.bag import count_messages_mcap, count_messages_rosbags, deserialize, iter_bag
+    from wvm_ros.nodes.data_logger_node import spin_once_in_arrival_order
+
+    out = tmp_path / "bags"
+    node = logger(out, "topics:=['/chatter']")
+    helper = logger.helper()
+    chat = helper.create_publisher(String, "/chatter", 100)
+    events = helper.create_publisher(EpisodeEvent, node.event_topic,
+                                     QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    discover(node, "/chatter")
+    deadline = time.monotonic() + 10
+    while chat.get_subscription_count() < 1 or events.get_subscription_count() < 1:
+        assert time.monotonic() < deadline, "the logger's subscriptions were not matched"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    t_first = time.time_ns()
+    for n, prefix in ((1, "a"), (2, "b")):
+        events.publish(deserialize_message(event(0, "ebl", n), EpisodeEvent))
+        for i in range(10):
+            chat.publish(String(data=f"{prefix}{i}"))
+            time.sleep(0.002)
+        events.publish(deserialize_message(event(8, "ebl", n, "success"), EpisodeEvent))
+    t_last = time.time_ns()
+    time.sleep(0.5)                                   # all of it waits in the subscriptions' queues
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        assert spin_once_in_arrival_order(executor, node, timeout_sec=0.0) == 24
+    finally:
+        executor.remove_node(node)
+    for n, prefix in ((1, "a"), (2, "b")):
+        d = out / f"ebl_att00{n}"
+        assert count_messages_mcap(d) == count_messages_rosbags(d) == {"/chatter": 10, "/wvm/episode_event": 2}
+        rows = list(iter_bag(d))
+        texts = [deserialize(raw, "std_msgs/msg/String").data for topic, _, _, raw in rows if topic == "/chatter"]
+        assert texts == [f"{prefix}{i}" for i in range(10)]
+        stamps = [t for _, _, t, _ in rows]
+        assert stamps == sorted(stamps)
+        # reception times (the system clock at arrival), not the time the backlog was handled
+        assert t_first - 50_000_000 <= stamps[0] and stamps[-1] <= t_last + 50_000_000, (t_first, stamps, t_last)

@@ -7,6 +7,15 @@ checkpoint_id, calibration_id and the attempt's events. Writing (chunked MCAP fl
 `flush_period_s`, crash markers, recovery of bags a crash left open, the disk guard) lives in
 `wvm_ros.core.bag`; this node only subscribes (raw CDR bytes), routes and keeps parameters.
 
+Messages are handled in the order DDS received them, not in the order the executor happens to
+serve its subscriptions: when the node falls behind (a busy CPU, a slow disk), rclpy's executor
+serves the waiting subscriptions in turn, one message each, so an END and the next START would
+overtake the camera frames queued before them and those frames would land in the next attempt's
+bag (or in none). Each callback only queues the message with its DDS reception time
+(MessageInfo.received_timestamp); `spin_once_in_arrival_order` drains every ready subscription
+and then handles the queue sorted by that time. That reception time is also the message's log
+time in the bag, as rosbag2 records it (the node's clock when `use_sim_time` is on).
+
 Parameters (see config/wvm.yaml, section wvm_logger):
   output_dir (str)           bags go to <output_dir>/<episode>_att<NNN>/
   topics (str[])             topics to record; message types are resolved from the graph. A
@@ -37,7 +46,9 @@ Parameters (see config/wvm.yaml, section wvm_logger):
 """
 from __future__ import annotations
 
+import heapq
 import importlib
+import itertools
 import json
 import math
 import sys
@@ -155,6 +166,12 @@ class DataLoggerNode(Node):
         self._reset_attempt_state()
         self.closed_bags: list[str] = []
         self.write_time_s = 0.0
+        # received messages not yet handled: (reception ns, seq, topic, raw), see process_received
+        self._inbox: list = []
+        self._inbox_seq = itertools.count()
+        self._last_rx_ns = 0
+        self.callbacks = 0       # subscription callbacks run (spin_once_in_arrival_order drains on it)
+        self._sim_time = bool(self.get_parameter("use_sim_time").value)
         self.dataset = None  # live LeRobot sink, see _setup_dataset
         self._setup_dataset()
 
@@ -291,8 +308,8 @@ class DataLoggerNode(Node):
         qos = self._choose_qos(topic, force_reliable)
         self.types[topic] = typename
         self.qos_text[topic] = qos_yaml(qos)
-        self.subs[topic] = self.create_subscription(cls, topic, lambda raw, t=topic: self._on_raw(t, raw),
-                                                    qos, raw=True)
+        self.subs[topic] = self.create_subscription(
+            cls, topic, lambda raw, info, t=topic: self._on_received(t, raw, info), qos, raw=True)
         if self.bag is not None:
             try:
                 self._add_topic(topic)
@@ -342,8 +359,32 @@ class DataLoggerNode(Node):
                 self._stop_recording(f"write error in {self.bag.path if self.bag else self.out}: {exc}")
 
     # ------------------------------------------------------------------ messages
-    def _on_raw(self, topic: str, raw: bytes) -> None:
-        now_ns = self.get_clock().now().nanoseconds
+    def _on_received(self, topic: str, raw: bytes, info) -> None:
+        """Subscription callback: queue the message under its DDS reception time; it is handled
+        by process_received(), in reception order across all topics."""
+        self.callbacks += 1
+        rx = int(info.get("received_timestamp") or 0) if info else 0
+        if rx <= 0 or self._sim_time:      # no reception time from this rmw, or a simulated clock
+            rx = self.get_clock().now().nanoseconds
+        heapq.heappush(self._inbox, (rx, next(self._inbox_seq), topic, raw))
+
+    def process_received(self) -> int:
+        """Handle every queued message, oldest reception first; returns how many. A message
+        received before one already handled (it was still unread when the last batch was
+        handled) keeps its order of handling and gets that one's log time: log times in a bag
+        never go back."""
+        n = 0
+        while self._inbox:
+            rx, _, topic, raw = heapq.heappop(self._inbox)
+            self._last_rx_ns = max(self._last_rx_ns, rx)
+            self._on_raw(topic, raw, self._last_rx_ns)
+            n += 1
+        return n
+
+    def _on_raw(self, topic: str, raw: bytes, now_ns: int | None = None) -> None:
+        """Handle one message now; `now_ns`, its log time (default: the node's clock)."""
+        if now_ns is None:
+            now_ns = self.get_clock().now().nanoseconds
         self.received[topic] = self.received.get(topic, 0) + 1
         self.stats.tick("input")
         if topic == self.event_topic:
@@ -519,6 +560,7 @@ class DataLoggerNode(Node):
                 self._dataset_call("abort", self.dataset.on_abort)
 
     def shutdown(self) -> None:
+        self.process_received()    # what was received before the stop is recorded
         if self.bag is not None:
             self._close_bag({"outcome": "interrupted", "end_reason": "logger stopped"})
         if self.dataset is not None:
@@ -548,6 +590,25 @@ class DataLoggerNode(Node):
             self.get_logger().error(f"cannot write stats_file {self.stats_file}: {exc}")
 
 
+def spin_once_in_arrival_order(executor, node: DataLoggerNode, timeout_sec: float = 0.1,
+                                max_batch: int = 5000) -> int:
+    """Wait up to `timeout_sec` for work, take every message that is ready on any subscription
+    (at most `max_batch`: a flood cannot hold the handling back forever), then handle them in
+    DDS reception order. Returns how many messages were handled."""
+    executor.spin_once(timeout_sec=timeout_sec)
+    idle = 0
+    for _ in range(max_batch):
+        before = node.callbacks
+        executor.spin_once(timeout_sec=0)
+        if node.callbacks == before:
+            idle += 1            # nothing taken (or a timer ran): twice in a row, all is drained
+            if idle >= 2:
+                break
+        else:
+            idle = 0
+    return node.process_received()
+
+
 def main(argv=None) -> int:
     """Spin until SIGINT / SIGTERM; a callback in progress (e.g. writing a dataset episode)
     always completes before the open bag is closed and the dataset finalised."""
@@ -568,7 +629,7 @@ def main(argv=None) -> int:
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
+            spin_once_in_arrival_order(executor, node, timeout_sec=0.1)
     except rclpy.executors.ExternalShutdownException:
         pass
     except (BagError, ValueError, rclpy.exceptions.ParameterException) as exc:
